@@ -1,0 +1,234 @@
+"""The built-in synthetic cohort: TRIDENT-layout h5 bags + a labels CSV, made from a seed.
+
+Each slide is an irregular tissue region (holes and islands included) on a grid. Patch
+features are ``prototype[tissue type] + noise``, with tissue types in spatially coherent regions,
+and a shared "tumour" direction added to the tumour-like patches.
+
+- ``spatial``: every slide has the same share of tumour-like patches; in ``clustered`` slides they
+  form one compact focus, in ``scattered`` slides they are spread at random. The instances have
+  one distribution in both classes, so a model that ignores space sits at chance.
+- ``instance``: ``tumour`` slides have tumour-like patches (clustered or scattered), ``normal``
+  slides have none, so patch content alone decides.
+
+Calibration: with a tissue-type spread that is large against the tumour shift, no learned model
+beats chance even though an oracle does; the defaults keep the shift (3σ along one direction)
+well above the tissue variation (1σ) so the cohort is learnable, and ``oracle`` reports what
+knowing the true tumour patches (or thresholding the true tumour direction) reaches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from srmil.bags.writer import trident_dir, write_trident_bag
+from srmil.config import SynthConfig, to_dict
+from srmil.errors import ConfigError, SrmilError
+from srmil.storage import write_csv, write_json
+
+VARIANT_CLASSES = {"spatial": ("clustered", "scattered"), "instance": ("normal", "tumour")}
+ENCODER_NAME = "synth"
+
+
+@dataclass
+class SyntheticSlide:
+    """One generated slide: cells (N, 2) grid cells, features (N, D), tumour mask (N,)."""
+
+    slide_id: str
+    case_id: str
+    label: str
+    cells: np.ndarray
+    features: np.ndarray
+    tumour: np.ndarray
+    level0_magnification: int
+
+
+def _tissue_cells(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, 2) distinct grid cells forming an irregular tissue region with holes."""
+    side = int(math.ceil(math.sqrt(n / 0.45))) + 4
+    field = ndimage.gaussian_filter(rng.standard_normal((side, side)), sigma=side / 8)
+    yy, xx = np.mgrid[0:side, 0:side]
+    r = np.hypot(xx - side / 2, yy - side / 2) / (side / 2)
+    field = field / (field.std() + 1e-9) - 1.5 * r  # mostly one blob, ragged edges, some holes
+    order = np.argsort(-field.ravel(), kind="stable")[:n]
+    return np.stack([order % side, order // side], axis=1).astype(np.int64)
+
+
+def _tissue_types(rng: np.random.Generator, cells: np.ndarray, k: int) -> np.ndarray:
+    """(N,) tissue type per cell, in spatially coherent regions (argmax of smooth fields)."""
+    side = int(cells.max()) + 1
+    fields = np.stack([
+        ndimage.gaussian_filter(rng.standard_normal((side, side)), sigma=max(side / 6, 1.0))
+        for _ in range(k)
+    ])
+    return fields[:, cells[:, 1], cells[:, 0]].argmax(axis=0)
+
+
+def _clustered(rng: np.random.Generator, cells: np.ndarray, m: int) -> np.ndarray:
+    """Boolean mask of the m cells nearest a random tissue cell: one compact focus."""
+    centre = cells[rng.integers(len(cells))].astype(np.float64)
+    d = np.hypot(*(cells - centre).T) + rng.uniform(0, 0.5, len(cells))  # ragged border
+    mask = np.zeros(len(cells), dtype=bool)
+    mask[np.argsort(d, kind="stable")[:m]] = True
+    return mask
+
+
+def _scattered(rng: np.random.Generator, n: int, m: int) -> np.ndarray:
+    mask = np.zeros(n, dtype=bool)
+    mask[rng.choice(n, size=m, replace=False)] = True
+    return mask
+
+
+def neighbour_fraction(cells: np.ndarray, mask: np.ndarray) -> float:
+    """Mean share of 8-neighbours that are also in ``mask``, over the cells in ``mask``."""
+    if mask.sum() == 0:
+        return 0.0
+    lo = cells.min(axis=0) - 1
+    c = cells - lo
+    grid = np.zeros(tuple((c.max(axis=0) + 2).tolist()), dtype=np.int8)
+    grid[c[mask, 0], c[mask, 1]] = 1
+    tissue = np.zeros_like(grid)
+    tissue[c[:, 0], c[:, 1]] = 1
+    kern = np.ones((3, 3), dtype=np.int8)
+    kern[1, 1] = 0
+    same = ndimage.convolve(grid, kern, mode="constant")[c[mask, 0], c[mask, 1]]
+    nbrs = ndimage.convolve(tissue, kern, mode="constant")[c[mask, 0], c[mask, 1]]
+    return float(np.mean(same / np.maximum(nbrs, 1)))
+
+
+def generate(cfg: SynthConfig) -> tuple[list[SyntheticSlide], np.ndarray]:
+    """Generate the slides of a cohort (in memory).
+
+    Returns:
+        The slides and the unit tumour direction (D,).
+    """
+    if cfg.variant not in VARIANT_CLASSES:
+        raise ConfigError(
+            f"unknown synth variant {cfg.variant!r}; choose from: {', '.join(VARIANT_CLASSES)}"
+        )
+    if cfg.slides < 2:
+        raise ConfigError("synth needs at least 2 slides")
+    if not 1 <= cfg.min_patches <= cfg.max_patches:
+        raise ConfigError("synth needs 1 <= min_patches <= max_patches")
+    rng = np.random.default_rng(cfg.seed)
+    d = cfg.dim
+    direction = rng.standard_normal(d)
+    direction /= np.linalg.norm(direction)
+    protos = rng.standard_normal((cfg.tissue_types, d))
+    protos *= cfg.tissue_spread / np.linalg.norm(protos, axis=1, keepdims=True)
+    # tissue variation is kept orthogonal to the tumour direction, so it cannot fake a tumour
+    protos -= np.outer(protos @ direction, direction)
+    classes = VARIANT_CLASSES[cfg.variant]
+
+    # cases: about a third get a second slide; labels alternate by case so classes balance
+    slide_case: list[int] = []
+    case = 0
+    while len(slide_case) < cfg.slides:
+        k = 2 if cfg.slides_per_case > 1 and rng.random() < 1 / 3 else 1
+        slide_case.extend([case] * k)
+        case += 1
+    slide_case = slide_case[: cfg.slides]
+    case_label = {c: classes[i % 2] for i, c in enumerate(rng.permutation(case))}
+
+    slides = []
+    for i, c in enumerate(slide_case):
+        label = case_label[c]
+        n = int(rng.integers(cfg.min_patches, cfg.max_patches + 1))
+        cells = _tissue_cells(rng, n)
+        types = _tissue_types(rng, cells, cfg.tissue_types)
+        m = max(1, int(round(rng.uniform(*cfg.tumour_fraction) * n)))
+        m = min(m, n)
+        if cfg.variant == "spatial":
+            tumour = _clustered(rng, cells, m) if label == "clustered" else _scattered(rng, n, m)
+        elif label == "tumour":
+            tumour = _clustered(rng, cells, m) if rng.random() < 0.5 else _scattered(rng, n, m)
+        else:
+            tumour = np.zeros(n, dtype=bool)
+        x = protos[types] + cfg.noise * rng.standard_normal((n, d))
+        x[tumour] += cfg.tumour_shift * direction
+        mag = 40 if cfg.mixed_magnification and i % 2 == 1 else 20
+        slides.append(SyntheticSlide(
+            slide_id=f"synth_{i:04d}", case_id=f"case_{c:04d}", label=label,
+            cells=cells + rng.integers(2, 40, size=2), features=x.astype(np.float32),
+            tumour=tumour, level0_magnification=mag,
+        ))
+    return slides, direction
+
+
+def oracle(cfg: SynthConfig, slides: list[SyntheticSlide], direction: np.ndarray) -> dict:
+    """Accuracy an oracle reaches: from the true tumour mask, and from thresholding the
+    (unknown to models) tumour direction at half the shift."""
+    classes = VARIANT_CLASSES[cfg.variant]
+    y = np.array([classes.index(s.label) for s in slides])
+
+    def stat(mask_of) -> np.ndarray:
+        if cfg.variant == "spatial":  # scattered (1) has fewer tumour neighbours
+            return -np.array([neighbour_fraction(s.cells, mask_of(s)) for s in slides])
+        return np.array([mask_of(s).mean() for s in slides])
+
+    def best_acc(score: np.ndarray) -> float:
+        cuts = np.unique(score)
+        accs = [((score >= t).astype(int) == y).mean() for t in cuts]
+        return float(max(accs + [max(y.mean(), 1 - y.mean())]))
+
+    true_stat = stat(lambda s: s.tumour)
+    feat_stat = stat(lambda s: s.features @ direction > cfg.tumour_shift / 2)
+    mean_proj = np.array([float((s.features @ direction).mean()) for s in slides])
+    return {
+        "oracle_true_mask_accuracy": best_acc(true_stat),
+        "oracle_feature_threshold_accuracy": best_acc(feat_stat),
+        "mean_pooling_oracle_accuracy": best_acc(mean_proj),
+    }
+
+
+def write_cohort(cfg: SynthConfig, out: str | Path, overwrite: bool = False) -> dict:
+    """Write the cohort in TRIDENT's layout and return its summary.
+
+    Layout::
+
+        OUT/labels.csv                                   slide_id,case_id,label,...
+        OUT/synth.json                                   config + oracle accuracies
+        OUT/20x_224px_0px_overlap/features_synth/<slide_id>.h5
+    """
+    out = Path(out)
+    labels_csv = out / "labels.csv"
+    if labels_csv.exists() and not overwrite:
+        raise SrmilError("a cohort is already there; refusing to overwrite it", out)
+    slides, direction = generate(cfg)
+    feat_dir = out / trident_dir(20, cfg.patch_size) / f"features_{ENCODER_NAME}"
+    for s in slides:
+        step = cfg.patch_size * s.level0_magnification // 20
+        write_trident_bag(
+            feat_dir / f"{s.slide_id}.h5",
+            s.features.astype(np.float16 if cfg.float16 else np.float32),
+            s.cells * step,
+            patch_size=cfg.patch_size, level0_magnification=s.level0_magnification,
+            # labels.csv is absent (checked above): bags here are from an interrupted run
+            target_magnification=20, encoder=ENCODER_NAME, overwrite=True,
+        )
+    rows = pd.DataFrame({
+        "slide_id": [s.slide_id for s in slides],
+        "case_id": [s.case_id for s in slides],
+        "label": [s.label for s in slides],
+        "n_patches": [len(s.cells) for s in slides],
+        "tumour_patches": [int(s.tumour.sum()) for s in slides],
+        "level0_magnification": [s.level0_magnification for s in slides],
+    })
+    summary = {
+        "variant": cfg.variant,
+        "slides": len(slides),
+        "cases": int(rows.case_id.nunique()),
+        "classes": {c: int((rows.label == c).sum()) for c in VARIANT_CLASSES[cfg.variant]},
+        "features_dir": str(feat_dir),
+        "labels_csv": str(labels_csv),
+        "config": to_dict(cfg),
+        **oracle(cfg, slides, direction),
+    }
+    write_json(out / "synth.json", summary, overwrite=overwrite)
+    write_csv(labels_csv, rows, overwrite=overwrite)  # last: its presence marks a complete cohort
+    return summary

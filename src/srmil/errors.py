@@ -1,0 +1,54 @@
+"""Errors for bad input: one line, naming the file and the problem.
+
+The CLI prints ``SrmilError`` as a single line on stderr and exits non-zero. Bugs are not
+``SrmilError`` and keep their traceback.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class SrmilError(Exception):
+    """Bad input or a refused operation, reported as ``path: problem``."""
+
+    def __init__(self, problem: str, path: str | os.PathLike | None = None) -> None:
+        self.path = None if path is None else os.fspath(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class BagError(SrmilError):
+    """A feature bag that cannot be read or used."""
+
+
+class CohortError(SrmilError):
+    """A labels CSV, features directory or split file that does not fit together."""
+
+
+class ConfigError(SrmilError):
+    """An unknown or ill-typed configuration key or value."""
+
+
+class Problem:
+    """One finding of a check: ``severity`` is ``"error"`` (stops training) or ``"warning"``."""
+
+    __slots__ = ("severity", "path", "message")
+
+    def __init__(self, severity: str, message: str, path: str | os.PathLike | None = None) -> None:
+        if severity not in ("error", "warning"):
+            raise ValueError(f"severity must be 'error' or 'warning', got {severity!r}")
+        self.severity = severity
+        self.path = None if path is None else os.fspath(path)
+        self.message = message
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return f"{self.severity}: {where}{self.message}"
+
+    def __repr__(self) -> str:
+        return f"Problem({self.severity!r}, {self.message!r}, path={self.path!r})"
