@@ -49,11 +49,11 @@ class SynthConfig:
     """
 
     variant: str = "spatial"  # spatial | instance
-    slides: int = 40
+    slides: int = 60
     dim: int = 32
     seed: int = 0
-    min_patches: int = 200
-    max_patches: int = 800
+    min_patches: int = 100
+    max_patches: int = 300
     tissue_types: int = 4
     tissue_spread: float = 1.0  # norm of the offsets between tissue-type prototypes
     noise: float = 1.0  # per-dimension std of patch noise
@@ -63,6 +63,68 @@ class SynthConfig:
     mixed_magnification: bool = True  # half the slides "scanned at 40×" (level-0 step 448)
     patch_size: int = 224
     float16: bool = True
+
+
+@dataclass(frozen=True)
+class SRMILConfig:
+    """SRMIL network and objective (METHOD.md, Network / reconstruction / total loss)."""
+
+    reformer: str = "linear"  # METHOD.md: Linear(D, D) with bias; options identity | mlp
+    heads: int = 4  # METHOD.md: 4 heads × 64 dims
+    hidden: int = 64  # per head; 256 concatenated
+    layers: int = 2  # encoder GAT layers
+    feat_drop: float = 0.11  # METHOD.md: dropout on each layer's input
+    attn_drop: float = 0.15  # METHOD.md: after the edge softmax
+    negative_slope: float = 0.2  # METHOD.md: LeakyReLU slope of the attention logits
+    residual: str = "faithful"  # faithful: projection where dims differ, none where equal
+    #                             (reference quirk); identity: identity where dims are equal
+    supernode_std: float = 0.01  # METHOD.md: supernode token init N(0, 0.01)
+    mask_rate: float = 0.7  # METHOD.md: floor(0.7·N) patches masked
+    mask_token_std: float = 0.01  # METHOD.md: encoder / decoder mask tokens N(0, 0.01)
+    decoder_layers: int = 2  # METHOD.md: 2 GAT layers, last one 1 head, to D dims
+    alpha: float = 1.0  # METHOD.md: scaled cosine error exponent
+    w_gen: float = 1.8  # METHOD.md: L = (2-w_gen)·[(2-w_ce)·CE_masked + w_ce·CE_full] + w_gen·L_rec
+    w_ce: float = 1.0
+    cls_hidden: int = 128  # METHOD.md: Linear(64, 128) → ReLU → Dropout → Linear(128, C)
+    cls_dropout: float = 0.059
+    pooling: str = "supernode"  # supernode | gated (ABMIL-style over patch embeddings)
+
+
+@dataclass(frozen=True)
+class MeanConfig:
+    """Instance-level MLP + mean pooling (the trivial baseline)."""
+
+    hidden: int = 128
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and model selection (METHOD.md, Optimisation)."""
+
+    epochs: int = 100  # METHOD.md
+    lr: float = 5e-4  # METHOD.md: AdamW
+    weight_decay: float = 1e-5  # METHOD.md: on every parameter
+    eta_min: float = 0.0  # METHOD.md: cosine annealing per epoch, no warm-up
+    shuffle: bool = True  # reshuffle bags every epoch; False = the reference's fixed order
+    select_after: float = 0.6  # METHOD.md: select among 0-based epochs > 0.6·epochs
+    seed: int = 0
+    accelerator: str = "auto"  # auto (GPU when present) | cpu | gpu | cuda | mps
+    precision: str = "32-true"  # Lightning precision string, e.g. bf16-mixed on a GPU
+    cache_gb: float = 4.0  # keep the cohort's bags in memory when they fit in this many GiB
+    num_workers: int = 0  # DataLoader workers reading bags when not cached
+    bootstrap: int = 1000  # resamples for the 95 % confidence intervals
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; saved resolved as ``config.json`` in the run directory."""
+
+    model: str = "srmil"
+    model_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # the model's Config
+    train: TrainConfig = TrainConfig()
+    graph: GraphConfig = GraphConfig()
+    split: SplitConfig = SplitConfig()
 
 
 def _check_type(cls_name: str, name: str, value: Any, tp: Any) -> Any:
@@ -99,6 +161,8 @@ def _check_type(cls_name: str, name: str, value: Any, tp: Any) -> Any:
         return value
     if dataclasses.is_dataclass(tp) and isinstance(value, dict):
         return from_dict(tp, value)
+    if origin is dict and isinstance(value, dict):
+        return dict(value)
     raise ConfigError(f"{cls_name}.{name}: {value!r} is not {getattr(tp, '__name__', tp)}")
 
 
@@ -111,6 +175,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
             v = to_dict(v)
         elif isinstance(v, tuple):
             v = list(v)
+        elif isinstance(v, dict):
+            v = dict(v)
         out[f.name] = v
     return out
 
@@ -126,3 +192,88 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
         )
     kwargs = {k: _check_type(cls.__name__, k, v, hints[k]) for k, v in data.items()}
     return cls(**kwargs)
+
+
+SECTIONS = {"train": TrainConfig, "graph": GraphConfig, "split": SplitConfig}
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    for conv in (int, float):  # YAML 1.1 reads "1e-4" as a string
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_sets(
+    data: dict[str, Any], sets: list[str], model_fields: set[str] | None = None
+) -> dict[str, Any]:
+    """Apply ``key=value`` overrides to a run-config dict (a copy is returned).
+
+    Keys: ``model``, ``section.field`` (sections ``train``, ``graph``, ``split``, ``model``
+    for the model's own config), or a bare field name when exactly one section has it. Values
+    are parsed as YAML scalars (``0.5``, ``true``, ``[1, 2]``).
+
+    Raises:
+        ConfigError: malformed item, unknown or ambiguous key.
+    """
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    model_fields = model_fields or set()
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, text = (s.strip() for s in item.split("=", 1))
+        value = _parse_value(text)
+        if key == "model":
+            out["model"] = str(value)
+            continue
+        section, _, name = key.rpartition(".")
+        if not section:
+            owners = [s for s, c in SECTIONS.items() if name in {f.name for f in fields(c)}]
+            owners += ["model"] if name in model_fields else []
+            if len(owners) != 1:
+                why = "ambiguous, in " + ", ".join(owners) if owners else "unknown"
+                raise ConfigError(f"--set {key}: {why}; write it as section.{name}")
+            section = owners[0]
+        if section == "model":
+            out.setdefault("model_config", {})[name] = value
+        elif section in SECTIONS:
+            known = {f.name for f in fields(SECTIONS[section])}
+            if name not in known:
+                raise ConfigError(
+                    f"--set {key}: unknown {section} key; known: {', '.join(sorted(known))}"
+                )
+            out.setdefault(section, {})[name] = value
+        else:
+            raise ConfigError(
+                f"--set {key}: unknown section {section!r}; choose from: "
+                f"{', '.join([*SECTIONS, 'model'])}"
+            )
+    return out
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a YAML or JSON run config (the layout of a run's ``config.json``)."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("no such config file", p)
+    try:
+        text = p.read_text(encoding="utf-8")
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot parse: {str(exc).splitlines()[0]}", p) from None
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping at the top level", p)
+    data.pop("version", None)
+    return data

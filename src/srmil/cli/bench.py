@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("what", choices=["graph"], help="graph: spatial graph build time")
     p.add_argument("--sizes", default="10000,100000", help="comma-separated patch counts")
     p.add_argument("--repeats", type=int, default=5)
-    p.set_defaults(run=run)
+    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

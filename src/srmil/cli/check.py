@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="force the grid step (coords frame); default: attrs checked against coords")
     p.add_argument("--table", help="write the per-slide table to this CSV")
     p.add_argument("--verbose", "-v", action="store_true", help="print every slide's row")
-    p.set_defaults(run=run)
+    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from srmil import __version__
-from srmil.cli import bench, check, demo, synth
+from srmil.cli import bench, check, demo, evaluate, predict, synth, train
 from srmil.errors import SrmilError
 
-SUBCOMMANDS = (synth, check, bench, demo)
+SUBCOMMANDS = (synth, check, train, evaluate, predict, bench, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,10 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        code = args.run(args)
+        code = args.func(args)
     except SrmilError as exc:
         print(f"srmil {args.command}: error: {exc}", file=sys.stderr)
         code = 2
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        code = 0
     except KeyboardInterrupt:
         print(f"srmil {args.command}: interrupted", file=sys.stderr)
         code = 130

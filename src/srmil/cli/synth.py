@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-patches", type=int, default=d.min_patches)
     p.add_argument("--max-patches", type=int, default=d.max_patches)
     p.add_argument("--overwrite", action="store_true", help="replace an existing cohort")
-    p.set_defaults(run=run)
+    p.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace) -> SynthConfig:

@@ -1,0 +1,87 @@
+"""``srmil evaluate``: re-test a run's selected models, on its own test splits or on a new
+labelled cohort (external validation)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from srmil.bags.cohort import load_cohort
+from srmil.errors import SrmilError
+from srmil.storage import write_csv, write_json
+from srmil.training.data import BagDataset
+from srmil.training.inference import (
+    ensemble,
+    fold_dirs,
+    graph_config,
+    load_fold_model,
+    read_run,
+)
+from srmil.training.loop import predict_proba, prediction_table
+from srmil.training.metrics import classification_metrics
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a run's models on its test splits or a cohort")
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--labels", help="labels CSV of an external cohort (default: the run's "
+                   "own test split of every fold)")
+    p.add_argument("--features", help="bags of the external cohort")
+    p.add_argument("--out", help="directory for metrics.json and predictions.csv (new)")
+    p.set_defaults(func=run)
+
+
+def _fmt(name: str, m: dict) -> str:
+    return (f"{name:<12} n={m['n']:<5} AUC {m['auc']:.3f}  accuracy {m['accuracy']:.3f}  "
+            f"balanced {m['balanced_accuracy']:.3f}  F1 {m['f1']:.3f}")
+
+
+def run(args: argparse.Namespace) -> int:
+    info = read_run(args.run)
+    classes, model_name = info["classes"], info["config"]["model"]
+    if (args.labels is None) != (args.features is None):
+        raise SrmilError("--labels and --features go together")
+    external = args.labels is not None
+    labels = args.labels or info["data"].get("labels")
+    features = args.features or info["data"].get("features")
+    if not labels or not features:
+        raise SrmilError("the run does not record its data; give --labels and --features",
+                         args.run)
+    cohort = load_cohort(labels, features, classes=classes)
+    splits = pd.read_csv(Path(args.run) / "splits.csv", dtype={"slide_id": str})
+    results, tables, probs_all = {}, [], []
+    rows = cohort.slides.set_index("slide_id")
+    for d in fold_dirs(args.run):
+        k = int(d.name.split("_")[1])
+        net = load_fold_model(d, model_name, classes)
+        if external:
+            ids = rows.index.tolist()
+        else:
+            ids = splits.loc[(splits.fold == k) & (splits.split == "test"), "slide_id"].tolist()
+            ids = [s for s in ids if s in rows.index]
+        if not ids:
+            raise SrmilError(f"fold {k}: no slide to evaluate", args.run)
+        data = BagDataset(rows.loc[ids, "path"].tolist(), ids, rows.loc[ids, "target"].tolist(),
+                          graph_config(info), net.uses_graph, net.in_dim)
+        probs, _ = predict_proba(net, data)
+        results[f"fold_{k}"] = classification_metrics(np.asarray(data.targets), probs,
+                                                      len(classes))
+        t = prediction_table(data, probs, classes)
+        t.insert(1, "fold", k)
+        tables.append(t)
+        probs_all.append(probs)
+        print(_fmt(f"fold {k}", results[f"fold_{k}"]))
+    if external and len(probs_all) > 1:
+        targets = rows.loc[tables[0].slide_id, "target"].to_numpy()
+        results["ensemble"] = classification_metrics(targets, ensemble(probs_all), len(classes))
+        print(_fmt("ensemble", results["ensemble"]))
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and any(out.iterdir()):
+            raise SrmilError("is not empty; choose a new --out", out)
+        write_json(out / "metrics.json", results)
+        write_csv(out / "predictions.csv", pd.concat(tables, ignore_index=True))
+    return 0

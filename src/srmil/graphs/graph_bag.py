@@ -1,0 +1,67 @@
+"""``GraphBag``: what a model sees, tensors only (features, patch graph, label)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from srmil.bags.bag import FeatureBag
+from srmil.config import GraphConfig
+from srmil.graphs.grid import build_graph
+
+
+@dataclass
+class GraphBag:
+    """One slide as tensors.
+
+    Attributes:
+        x: (N, D) float32 patch features.
+        edge_index: (2, E) int64 patch graph, PyG ``[source; target]``, both directions and a
+            self loop per patch (METHOD.md); empty (2, 0) for models that ignore space and bags
+            without coordinates.
+        slide_id: the slide.
+        y: class index, or ``None`` when unlabelled (prediction).
+        coords: (N, 2) coordinates as read (for heatmaps), or ``None``.
+    """
+
+    x: Tensor
+    edge_index: Tensor
+    slide_id: str
+    y: int | None = None
+    coords: Tensor | None = None
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.x.shape[0])
+
+    def to(self, device: torch.device | str) -> GraphBag:
+        return replace(
+            self,
+            x=self.x.to(device, non_blocking=True),
+            edge_index=self.edge_index.to(device, non_blocking=True),
+            coords=None if self.coords is None else self.coords.to(device),
+        )
+
+
+def to_graph_bag(
+    bag: FeatureBag, cfg: GraphConfig = GraphConfig(), y: int | None = None,
+    with_graph: bool = True,
+) -> GraphBag:
+    """Convert a :class:`FeatureBag` (features as on disk) to a :class:`GraphBag`.
+
+    Args:
+        bag: the bag.
+        cfg: graph settings (window, step).
+        y: class index.
+        with_graph: build the spatial graph (needs coordinates); else ``edge_index`` is empty.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(bag.features, dtype=np.float32))
+    if with_graph:
+        ei = torch.from_numpy(build_graph(bag, cfg).edge_index)
+    else:
+        ei = torch.zeros((2, 0), dtype=torch.long)
+    coords = None if bag.coords is None else torch.from_numpy(np.asarray(bag.coords))
+    return GraphBag(x=x, edge_index=ei, slide_id=bag.slide_id, y=y, coords=coords)

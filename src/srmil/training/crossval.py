@@ -1,0 +1,189 @@
+"""A run: config, classes and splits saved, one ``fold_K/`` per fold, then the summary.
+
+Layout (``ARCHITECTURE.md``)::
+
+    RUN/config.json  classes.json  splits.csv
+    RUN/fold_K/{last.pt, best.safetensors, history.csv, predictions.csv, metrics.json, DONE}
+    RUN/summary.csv  summary.json  DONE
+
+A finished run is never overwritten; an unfinished one continues only with ``resume``, and
+then with the very config it was started with.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from srmil import __version__
+from srmil.bags.cohort import Cohort
+from srmil.bags.splits import validate_splits
+from srmil.config import RunConfig, from_dict, to_dict
+from srmil.errors import ConfigError, SrmilError
+from srmil.models.base import MODELS
+from srmil.storage import write_csv, write_json, write_text
+from srmil.training.data import BagDataset, estimated_bytes, first_dim
+from srmil.training.loop import fit_fold
+from srmil.training.metrics import bootstrap_ci
+
+SUMMARY_METRICS = ("auc", "accuracy", "balanced_accuracy", "f1")
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+            if d:
+                return d
+        return None
+    return None if a == b else f"{path}: {a!r} in the run, {b!r} now"
+
+
+def prepare_run(run_dir: Path, cfg: RunConfig, cohort: Cohort, splits: pd.DataFrame,
+                resume: bool) -> RunConfig:
+    """Create the run directory, or check that a resumed one matches; returns the config to
+    use (the saved one when resuming)."""
+    cfg_dict = {"version": __version__, **to_dict(cfg)}
+    cfg_path = run_dir / "config.json"
+    if (run_dir / "DONE").exists():
+        if not resume:
+            raise SrmilError("is a finished run; it is never overwritten (choose another --out)",
+                             run_dir)
+    if cfg_path.exists():
+        if not resume:
+            raise SrmilError("already holds a run; pass --resume to continue it or choose "
+                             "another --out", run_dir)
+        saved = json.loads(cfg_path.read_text())
+        saved.pop("version", None)
+        diff = _first_difference(saved, to_dict(cfg))
+        if diff:
+            raise ConfigError(f"--resume with a different config ({diff})", cfg_path)
+        saved_splits = pd.read_csv(run_dir / "splits.csv", dtype={"slide_id": str,
+                                                                  "case_id": str})
+        if not saved_splits[["fold", "slide_id", "split"]].equals(
+                splits[["fold", "slide_id", "split"]].reset_index(drop=True)):
+            raise SrmilError("--resume with different splits than the run's splits.csv", run_dir)
+        return cfg
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise SrmilError("is not empty; choose a new --out (nothing is overwritten)", run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(cfg_path, cfg_dict)
+    write_json(run_dir / "classes.json", {"classes": cohort.classes,
+                                          "index": {c: i for i, c in enumerate(cohort.classes)}})
+    write_csv(run_dir / "splits.csv", splits)
+    write_json(run_dir / "data.json", {"labels": str(cohort.labels_path.resolve()),
+                                       "features": str(cohort.features_path.resolve())})
+    return cfg
+
+
+def resolve_model_config(cfg: RunConfig) -> RunConfig:
+    """Fill ``model_config`` with every field of the model's Config (defaults resolved)."""
+    cls = MODELS.get(cfg.model)
+    full = to_dict(from_dict(cls.Config, cfg.model_config))
+    return RunConfig(cfg.model, full, cfg.train, cfg.graph, cfg.split)
+
+
+def run_folds(
+    run_dir: str | Path, cohort: Cohort, splits: pd.DataFrame, cfg: RunConfig,
+    folds: list[int] | None = None, resume: bool = False,
+) -> dict[str, Any]:
+    """Train and test the given folds (default: every fold of ``splits``) and summarise.
+
+    Returns:
+        The summary (per-fold metrics, mean ± std and 95 % bootstrap CIs).
+    """
+    run_dir = Path(run_dir)
+    cfg = resolve_model_config(cfg)
+    validate_splits(splits)
+    folds = sorted(splits["fold"].unique().tolist()) if folds is None else folds
+    missing = sorted(set(folds) - set(splits["fold"]))
+    if missing:
+        raise SrmilError(f"fold {missing[0]} is not in the splits (folds: "
+                         f"{', '.join(map(str, sorted(splits['fold'].unique())))})")
+    splits = splits[splits["fold"].isin(folds)].reset_index(drop=True)
+    cfg = prepare_run(run_dir, cfg, cohort, splits, resume)
+    if (run_dir / "DONE").exists():
+        return json.loads((run_dir / "summary.json").read_text())
+    model_cls = MODELS.get(cfg.model)
+    info = cohort.slides.set_index("slide_id")
+    paths = info["path"].tolist()
+    in_dim = first_dim(paths)
+    cache = estimated_bytes(paths) <= cfg.train.cache_gb * 2**30
+    pool = BagDataset(paths, info.index.tolist(), info["target"].tolist(), cfg.graph,
+                      model_cls.uses_graph, in_dim, cache)
+    where = {sid: i for i, sid in enumerate(pool.slide_ids)}
+
+    def subset(ids: list[str]) -> BagDataset:
+        ds = BagDataset([pool.paths[where[s]] for s in ids], ids,
+                        [pool.targets[where[s]] for s in ids], cfg.graph, model_cls.uses_graph,
+                        in_dim, cache)
+        ds._store = {j: pool._store[where[s]] for j, s in enumerate(ids)
+                     if where[s] in pool._store}
+        return ds
+
+    results = {}
+    for k in folds:
+        f = splits[splits["fold"] == k]
+        parts = {p: f.loc[f["split"] == p, "slide_id"].tolist() for p in ("train", "val", "test")}
+        if cache:  # read each bag once for the whole run
+            for sid in parts["train"] + parts["val"] + parts["test"]:
+                pool[where[sid]]
+        print(f"fold {k}: {len(parts['train'])} train / {len(parts['val'])} val / "
+              f"{len(parts['test'])} test slides", file=sys.stderr, flush=True)
+        results[k] = fit_fold(
+            run_dir / f"fold_{k}", cfg.model, cfg.model_config, in_dim, cohort.classes,
+            subset(parts["train"]), subset(parts["val"]), subset(parts["test"]), cfg.train,
+            resume=resume, desc=f"fold {k} ",
+        )
+    summary = summarise(run_dir, results, len(cohort.classes), cfg)
+    write_text(run_dir / "DONE", "finished\n", overwrite=True)
+    return summary
+
+
+def summarise(run_dir: Path, results: dict[int, dict], n_classes: int,
+              cfg: RunConfig) -> dict[str, Any]:
+    """``summary.csv`` (one row per fold) and ``summary.json`` (mean ± std, 95 % CI)."""
+    rows = []
+    for k, r in sorted(results.items()):
+        row = {"fold": k, "best_epoch": r["best_epoch"]}
+        for part in ("test", "val"):
+            for m in SUMMARY_METRICS:
+                row[f"{part}_{m}"] = r.get(part, {}).get(m, np.nan)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    write_csv(run_dir / "summary.csv", table, overwrite=True)
+    per_fold = []
+    for k in sorted(results):
+        pred = pd.read_csv(run_dir / f"fold_{k}" / "predictions.csv", dtype={"slide_id": str})
+        t = pred[pred["split"] == "test"]
+        if len(t):
+            probs = t[[c for c in t.columns if c.startswith("prob_")]].to_numpy()
+            per_fold.append((t["target"].to_numpy(), probs))
+    summary: dict[str, Any] = {"model": cfg.model, "folds": len(results), "metrics": {}}
+    for m in SUMMARY_METRICS:
+        v = table[f"test_{m}"].to_numpy(dtype=float)
+        entry = {"mean": float(np.nanmean(v)) if np.isfinite(v).any() else np.nan,
+                 "std": float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else np.nan}
+        if m in ("auc", "accuracy") and per_fold:
+            entry["ci95"] = list(bootstrap_ci(per_fold, n_classes, m, cfg.train.bootstrap,
+                                              cfg.train.seed))
+        summary["metrics"][f"test_{m}"] = entry
+    write_json(run_dir / "summary.json", summary, overwrite=True)
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The CV table: one line per metric, mean ± std and the 95 % bootstrap CI."""
+    lines = [f"{summary['model']}: {summary['folds']} fold(s), test split of each fold",
+             f"{'metric':<24}{'mean ± std':>18}{'95% CI':>20}"]
+    for name, e in summary["metrics"].items():
+        ms = f"{e['mean']:.3f} ± {e['std']:.3f}" if not np.isnan(e["std"]) else f"{e['mean']:.3f}"
+        ci = e.get("ci95")
+        ci_txt = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci and not np.isnan(ci[0]) else "-"
+        lines.append(f"{name:<24}{ms:>18}{ci_txt:>20}")
+    return "\n".join(lines)

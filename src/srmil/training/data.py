@@ -1,0 +1,103 @@
+"""Bags for training and inference: read once, checked, turned into ``GraphBag`` tensors.
+
+Small cohorts are kept in memory (``TrainConfig.cache_gb``); larger ones are read from disk
+on each access (a DataLoader with workers can overlap that with compute).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import torch
+
+from srmil.bags.readers import read_bag
+from srmil.config import GraphConfig
+from srmil.errors import BagError
+from srmil.graphs.graph_bag import GraphBag, to_graph_bag
+
+
+def estimated_bytes(paths: list[str | Path]) -> int:
+    """float32 bytes the bags take in memory, from the h5 shapes (no data read)."""
+    total = 0
+    for p in paths:
+        try:
+            with h5py.File(p, "r") as h5:
+                key = "features" if "features" in h5 else "feats"
+                n, d = h5[key].shape
+        except (OSError, KeyError, ValueError):
+            n, d = 0, 0  # torch files and odd files: counted when read
+        total += 4 * n * d
+    return total
+
+
+class BagDataset(torch.utils.data.Dataset):
+    """Slides as :class:`GraphBag` (labels optional), read lazily or cached.
+
+    Args:
+        paths: bag files.
+        slide_ids: the slides' ids (default: the file stems).
+        targets: class index per slide, or ``None`` for unlabelled prediction.
+        graph: graph settings; ``with_graph=False`` skips the graph (models that ignore space).
+        expect_dim: feature dimension the model was built for; another one is an error.
+        cache: keep every converted bag in memory.
+    """
+
+    def __init__(
+        self, paths: list[str | Path], slide_ids: list[str] | None = None,
+        targets: list[int] | None = None, graph: GraphConfig = GraphConfig(),
+        with_graph: bool = True, expect_dim: int | None = None, cache: bool = True,
+    ) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.slide_ids = slide_ids or [p.stem for p in self.paths]
+        self.targets = targets
+        self.graph = graph
+        self.with_graph = with_graph
+        self.expect_dim = expect_dim
+        self.cache = cache
+        self._store: dict[int, GraphBag] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, i: int) -> GraphBag:
+        bag = read_bag(self.paths[i])
+        errors = [p for p in bag.problems() if p.is_error]
+        if errors:
+            raise BagError(errors[0].message, self.paths[i])
+        if self.expect_dim is not None and bag.dim != self.expect_dim:
+            raise BagError(
+                f"feature dimension {bag.dim} differs from the model's {self.expect_dim}",
+                self.paths[i],
+            )
+        y = None if self.targets is None else int(self.targets[i])
+        gb = to_graph_bag(bag, self.graph, y, with_graph=self.with_graph)
+        gb.slide_id = self.slide_ids[i]
+        return gb
+
+    def __getitem__(self, i: int) -> GraphBag:
+        if i in self._store:
+            return self._store[i]
+        gb = self.load(i)
+        if self.cache:
+            self._store[i] = gb
+        return gb
+
+    def dims(self) -> set[int]:
+        return {int(self[i].x.shape[1]) for i in range(len(self))}
+
+
+def first_dim(paths: list[str | Path]) -> int:
+    """Feature dimension of the first bag (all bags are checked against it when loaded)."""
+    if not paths:
+        raise BagError("no bags to read")
+    return read_bag(paths[0]).dim
+
+
+def collate_one(items: list[GraphBag]) -> GraphBag:
+    """DataLoader collate for one bag per step."""
+    (item,) = items
+    return item
+
+
+

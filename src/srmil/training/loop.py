@@ -1,0 +1,206 @@
+"""Training of one fold with Lightning Fabric: one bag per step, AdamW, cosine annealing per
+epoch, selection on validation, the test split evaluated once on the selected model.
+
+Fabric (Lightning's loop-level API) runs the devices and precision; the loop itself is ours so
+that checkpoints hold only tensors and plain types (``weights_only=True``) and a resumed run
+repeats an uninterrupted one exactly (RNG states are saved with every epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from lightning.fabric import Fabric
+from tqdm import tqdm
+
+from srmil import __version__
+from srmil.config import TrainConfig, to_dict
+from srmil.errors import SrmilError
+from srmil.models.base import MILModel, create_model
+from srmil.storage import write_csv, write_json, write_text
+from srmil.training.checkpoint import load_state, load_weights, save_state, save_weights
+from srmil.training.data import BagDataset
+from srmil.training.metrics import classification_metrics
+from srmil.training.selection import eligible, is_better, selection_key
+
+
+def make_fabric(cfg: TrainConfig) -> Fabric:
+    """Single-device Fabric; ``auto`` picks a GPU when one is present, else the CPU."""
+    try:
+        return Fabric(accelerator=cfg.accelerator, devices=1, precision=cfg.precision)
+    except (ValueError, RuntimeError, TypeError) as exc:  # unknown or unavailable accelerator
+        raise SrmilError(f"accelerator {cfg.accelerator!r}: {str(exc).splitlines()[0]}") from None
+
+
+@torch.inference_mode()
+def predict_proba(
+    net: MILModel, data: BagDataset, device: torch.device | str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode class probabilities.
+
+    Returns:
+        probs (S, C) float64 and mean cross-entropy per slide (S,) (NaN when unlabelled).
+    """
+    net.eval()
+    probs, losses = [], []
+    for i in range(len(data)):
+        bag = data[i].to(device)
+        logits = net(bag).float()  # (C,)
+        probs.append(logits.softmax(-1).cpu().numpy())
+        if bag.y is not None:
+            t = torch.tensor([bag.y], device=logits.device)
+            losses.append(float(torch.nn.functional.cross_entropy(logits[None], t)))
+        else:
+            losses.append(np.nan)
+    c = net.n_classes
+    return np.asarray(probs, dtype=np.float64).reshape(-1, c), np.asarray(losses)
+
+
+def prediction_table(data: BagDataset, probs: np.ndarray, classes: list[str],
+                     split: str | None = None) -> pd.DataFrame:
+    """``slide_id, [split], label, target, pred, prob_<class>…``."""
+    df = pd.DataFrame({"slide_id": data.slide_ids})
+    if split is not None:
+        df["split"] = split
+    if data.targets is not None:
+        df["label"] = [classes[t] for t in data.targets]
+        df["target"] = data.targets
+    idx = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
+    df["pred"] = [classes[i] for i in idx]
+    for c, name in enumerate(classes):
+        df[f"prob_{name}"] = probs[:, c] if len(probs) else []
+    return df
+
+
+def _rng_state() -> dict[str, Any]:
+    st: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict[str, Any]) -> None:
+    torch.set_rng_state(st["cpu"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def fit_fold(
+    fold_dir: Path,
+    model_name: str,
+    model_overrides: dict[str, Any],
+    in_dim: int,
+    classes: list[str],
+    train: BagDataset,
+    val: BagDataset,
+    test: BagDataset,
+    cfg: TrainConfig,
+    resume: bool = False,
+    desc: str = "",
+) -> dict[str, Any]:
+    """Train, select and test one fold; everything lands in ``fold_dir``.
+
+    Files: ``last.pt`` (every epoch), ``best.safetensors`` (on improvement), ``history.csv``,
+    then ``predictions.csv`` (val and test), ``metrics.json`` and ``DONE`` (written last).
+    A fold with ``DONE`` is returned as it is.
+
+    Returns:
+        The fold's metrics (``best_epoch``, ``val``, ``test``).
+    """
+    done = fold_dir / "DONE"
+    if done.exists():
+        return json.loads((fold_dir / "metrics.json").read_text())
+    if len(train) == 0 or len(val) == 0:
+        raise SrmilError(f"{fold_dir.name}: the {'train' if len(train) == 0 else 'val'} split "
+                         "is empty")
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    n_classes = len(classes)
+    fabric = make_fabric(cfg)
+    torch.manual_seed(cfg.seed)
+    net = create_model(model_name, in_dim, n_classes, model_overrides)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.eta_min)
+    model, opt = fabric.setup(net, opt)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    start = 0
+    last = fold_dir / "last.pt"
+    if resume and last.exists():
+        st = load_state(last)
+        net.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        _set_rng_state(st["rng"])
+        history, best, start = st["history"], st["best"], int(st["epoch"]) + 1
+    elif last.exists() or (fold_dir / "best.safetensors").exists():
+        raise SrmilError("holds an unfinished fold; pass --resume to continue it", fold_dir)
+    meta = {"model": model_name, "in_dim": in_dim, "n_classes": n_classes, "classes": classes,
+            "model_config": to_dict(net.cfg), "srmil_version": __version__}
+    tty = sys.stderr.isatty()
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        order = (np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
+                 if cfg.shuffle else np.arange(len(train)))
+        sums: dict[str, float] = {}
+        bar = tqdm(order, desc=f"{desc}epoch {epoch + 1}/{cfg.epochs}", unit="bag",
+                   disable=not tty, leave=False, file=sys.stderr)
+        for step, i in enumerate(bar, 1):
+            bag = train[int(i)].to(fabric.device)
+            target = torch.tensor(bag.y, device=fabric.device)
+            with fabric.autocast():
+                parts = net.loss(bag, target)
+            opt.zero_grad(set_to_none=True)
+            fabric.backward(parts["total"])
+            opt.step()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            bar.set_postfix({k: f"{v / step:.3f}" for k, v in sums.items()}, refresh=False)
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        probs, losses = predict_proba(net, val, fabric.device)
+        vm = classification_metrics(np.asarray(val.targets), probs, n_classes)
+        row = {"epoch": epoch, "lr": lr,
+               **{f"train_{k}": v / max(len(order), 1) for k, v in sums.items()},
+               "val_loss": float(np.nanmean(losses)), "val_accuracy": vm["accuracy"],
+               "val_auc": vm["auc"], "val_balanced_accuracy": vm["balanced_accuracy"],
+               "val_f1": vm["f1"], "seconds": time.perf_counter() - t0}
+        history.append(row)
+        key = selection_key(vm["accuracy"], vm["auc"])
+        if eligible(epoch, cfg.epochs, cfg.select_after) and is_better(
+            key, None if best is None else tuple(best["key"])
+        ):
+            best = {"epoch": epoch, "key": list(key)}
+            save_weights(fold_dir / "best.safetensors", net, {**meta, "epoch": epoch})
+        save_state(last, {
+            "model": net.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "rng": _rng_state(), "epoch": epoch,
+            "history": history, "best": best,
+        })
+        write_csv(fold_dir / "history.csv", pd.DataFrame(history), overwrite=True)
+        if not tty:
+            parts_txt = " ".join(f"{k}={v / max(len(order), 1):.3f}" for k, v in sums.items())
+            print(f"{desc}epoch {epoch + 1}/{cfg.epochs} {parts_txt} val_acc={vm['accuracy']:.3f} "
+                  f"val_auc={vm['auc']:.3f}", file=sys.stderr, flush=True)
+    if best is None:
+        raise SrmilError("no epoch was eligible for selection", fold_dir)
+    load_weights(fold_dir / "best.safetensors", net)
+    out: dict[str, Any] = {"best_epoch": best["epoch"]}
+    tables = []
+    for name, data in (("val", val), ("test", test)):
+        if len(data) == 0:
+            continue
+        probs, _ = predict_proba(net, data, fabric.device)
+        out[name] = classification_metrics(np.asarray(data.targets), probs, n_classes)
+        tables.append(prediction_table(data, probs, classes, name))
+    write_csv(fold_dir / "predictions.csv", pd.concat(tables, ignore_index=True), overwrite=True)
+    write_json(fold_dir / "metrics.json", out, overwrite=True)
+    write_text(done, f"best epoch {best['epoch']}\n", overwrite=True)
+    return out

@@ -1,0 +1,95 @@
+"""Slide-level metrics from scikit-learn, and bootstrap confidence intervals.
+
+AUC is undefined when a split lacks a class: it is reported as NaN with a warning instead of
+crashing (the reference crashes).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    roc_auc_score,
+)
+
+
+def auc(y: np.ndarray, prob: np.ndarray, n_classes: int) -> tuple[float, list[float]]:
+    """Binary AUC (positive = class 1), or macro one-vs-rest AUC with per-class values.
+
+    Args:
+        y: (S,) class indices.
+        prob: (S, C) probabilities.
+
+    Returns:
+        (auc, per-class one-vs-rest AUCs); NaN where a class is missing from ``y``.
+    """
+    y = np.asarray(y)
+    per = []
+    for c in range(n_classes):
+        pos = y == c
+        per.append(float(roc_auc_score(pos, prob[:, c])) if 0 < pos.sum() < len(y) else np.nan)
+    if n_classes == 2:
+        return per[1], per
+    return (float(np.mean(per)) if not np.isnan(per).any() else np.nan), per
+
+
+def classification_metrics(y: np.ndarray, prob: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, AUC (binary; macro and per-class OvR for C > 2), F1
+    (binary: of class 1; else macro), confusion matrix, from true labels and probabilities."""
+    y = np.asarray(y, dtype=np.int64)
+    prob = np.asarray(prob, dtype=np.float64)
+    pred = prob.argmax(axis=1)
+    labels = list(range(n_classes))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns for classes absent from y
+        a, per = auc(y, prob, n_classes)
+        out = {
+            "n": int(len(y)),
+            "accuracy": float(accuracy_score(y, pred)) if len(y) else np.nan,
+            "balanced_accuracy": float(balanced_accuracy_score(y, pred)) if len(y) else np.nan,
+            "auc": a,
+            "f1": float(f1_score(y, pred, labels=labels,
+                                 average="binary" if n_classes == 2 else "macro",
+                                 zero_division=0)) if len(y) else np.nan,
+            "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
+        }
+    if n_classes > 2:
+        out["auc_per_class"] = per
+    return out
+
+
+def bootstrap_ci(
+    folds: list[tuple[np.ndarray, np.ndarray]], n_classes: int, metric: str,
+    n_boot: int = 1000, seed: int = 0,
+) -> tuple[float, float]:
+    """95 % bootstrap CI of the mean-over-folds ``metric``: slides are resampled within each
+    fold's test set, the metric is computed per fold and averaged.
+
+    Args:
+        folds: (y (S,), prob (S, C)) per fold.
+        metric: a key of :func:`classification_metrics` (``auc``, ``accuracy``…).
+    """
+    rng = np.random.default_rng(seed)
+    means = []
+    for _ in range(n_boot):
+        vals = []
+        for y, p in folds:
+            idx = rng.integers(0, len(y), len(y))
+            if metric == "auc":
+                vals.append(auc(y[idx], p[idx], n_classes)[0])
+            elif metric == "accuracy":
+                vals.append(float((p[idx].argmax(axis=1) == y[idx]).mean()))
+            else:
+                vals.append(classification_metrics(y[idx], p[idx], n_classes)[metric])
+        if not np.isnan(vals).any():
+            means.append(np.mean(vals))
+    if len(means) < max(10, n_boot // 10):
+        return (np.nan, np.nan)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)

@@ -1,0 +1,160 @@
+"""Run directories end to end through the CLI: train, cv, resume, evaluate, predict."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers import trident_bag
+from srmil.bags.synth import write_cohort
+from srmil.cli.main import main
+from srmil.config import SynthConfig
+
+SRMIL = str(Path(sys.executable).parent / "srmil")
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> tuple[str, str]:
+    out = tmp_path_factory.mktemp("cohort")
+    s = write_cohort(SynthConfig(slides=18, dim=8, min_patches=40, max_patches=90, seed=3), out)
+    return s["labels_csv"], s["features_dir"]
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def base_args(cohort, out, *extra):
+    labels, feats = cohort
+    return ["--labels", labels, "--features", feats, "--out", out, "--accelerator", "cpu",
+            "--set", "split.folds=3", "--set", "train.bootstrap=100", *extra]
+
+
+def test_cv_writes_the_run_layout_and_refuses_to_overwrite(capsys, tmp_path, cohort):
+    run = tmp_path / "run"
+    code, out, _ = cli(capsys, "cv", *base_args(cohort, run, "--model", "mean", "--epochs", 3))
+    assert code == 0 and "test_auc" in out and "95% CI" in out
+    for name in ("config.json", "classes.json", "splits.csv", "data.json", "summary.csv",
+                 "summary.json", "DONE"):
+        assert (run / name).is_file(), name
+    for k in range(3):
+        fold = run / f"fold_{k}"
+        for name in ("last.pt", "best.safetensors", "history.csv", "metrics.json",
+                     "predictions.csv", "DONE"):
+            assert (fold / name).is_file(), (k, name)
+        hist = pd.read_csv(fold / "history.csv")
+        assert hist.epoch.tolist() == [0, 1, 2]
+        pred = pd.read_csv(fold / "predictions.csv")
+        assert set(pred.split) == {"val", "test"}
+        assert {"prob_clustered", "prob_scattered"} <= set(pred.columns)
+        assert (pred[["prob_clustered", "prob_scattered"]].sum(axis=1) - 1).abs().max() < 1e-6
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["model"] == "mean" and cfg["train"]["epochs"] == 3
+    assert cfg["model_config"] == {"hidden": 128, "dropout": 0.1}  # resolved defaults
+    assert json.loads((run / "classes.json").read_text())["classes"] == ["clustered", "scattered"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["metrics"]) == {"test_auc", "test_accuracy", "test_balanced_accuracy",
+                                       "test_f1"}
+    splits = pd.read_csv(run / "splits.csv")
+    assert (splits.groupby(["fold", "case_id"]).split.nunique() == 1).all()
+    before = (run / "summary.json").read_text()
+    code, _, err = cli(capsys, "cv", *base_args(cohort, run, "--model", "mean"))
+    assert code == 2 and "is a finished run; it is never overwritten" in err
+    assert (run / "summary.json").read_text() == before
+
+
+def test_new_run_refuses_a_non_empty_directory(capsys, tmp_path, cohort):
+    (tmp_path / "keep.txt").write_text("precious")
+    code, _, err = cli(capsys, "train", *base_args(cohort, tmp_path, "--model", "mean"))
+    assert code == 2 and "is not empty" in err
+    assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+def test_resume_with_another_config_is_refused(capsys, tmp_path, cohort):
+    run = tmp_path / "r"
+    assert cli(capsys, "train", *base_args(cohort, run, "--model", "mean", "--epochs", 2))[0] == 0
+    (run / "DONE").unlink()
+    (run / "fold_0" / "DONE").unlink()
+    code, _, err = cli(capsys, "train", *base_args(cohort, run, "--model", "mean", "--epochs", 3,
+                                                   "--resume"))
+    assert code == 2 and "--resume with a different config (train.epochs: 2 in the run, 3 now)" \
+        in err
+    code, _, err = cli(capsys, "train", *base_args(cohort, run, "--model", "mean", "--epochs", 2))
+    assert code == 2 and "pass --resume" in err
+
+
+def test_predict_and_evaluate_and_their_bad_inputs(capsys, tmp_path, cohort):
+    run = tmp_path / "run"
+    assert cli(capsys, "cv", *base_args(cohort, run, "--model", "mean", "--epochs", 2))[0] == 0
+    labels, feats = cohort
+    code, out, _ = cli(capsys, "predict", "--run", run, "--bags", feats, "--out",
+                       tmp_path / "p.csv")
+    assert code == 0
+    pred = pd.read_csv(tmp_path / "p.csv", dtype={"folds": str})
+    assert len(pred) == 18 and (pred.folds == "0,1,2").all()
+    code, _, err = cli(capsys, "predict", "--run", run, "--bags", feats, "--out",
+                       tmp_path / "p.csv")
+    assert code == 2 and "refusing to overwrite" in err
+    code, out, _ = cli(capsys, "evaluate", "--run", run)
+    assert code == 0 and out.count("AUC") == 3
+    # bags of another dimension
+    other = trident_bag(tmp_path / "wide" / "w.h5", d=12)
+    code, _, err = cli(capsys, "predict", "--run", run, "--bags", other, "--out",
+                       tmp_path / "w.csv")
+    assert code == 2 and f"{other}: feature dimension 12 differs from the model's 8" in err
+    assert not (tmp_path / "w.csv").exists()
+    # labels with a class the checkpoint does not know
+    bad = tmp_path / "labels.csv"
+    bad.write_text(Path(labels).read_text().replace("scattered", "necrotic", 1))
+    code, _, err = cli(capsys, "evaluate", "--run", run, "--labels", bad, "--features", feats)
+    assert code == 2 and "unknown label(s) 'necrotic'" in err
+    # a corrupt checkpoint
+    (run / "fold_1" / "best.safetensors").write_bytes(b"garbage")
+    code, _, err = cli(capsys, "predict", "--run", run, "--bags", feats, "--out",
+                       tmp_path / "q.csv")
+    assert code == 2 and "fold_1/best.safetensors: not a readable safetensors checkpoint" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def _wait_for_epochs(path: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if path.exists() and len(path.read_text().strip().splitlines()) - 1 >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError("training ended before it could be interrupted")
+        time.sleep(0.02)
+    raise AssertionError("no epoch finished in time")
+
+
+def test_killed_run_resumes_to_the_same_result(capsys, tmp_path, cohort):
+    """SIGKILL after epoch 2, --resume: same selected epoch, same test metrics, same history."""
+    args = base_args(cohort, tmp_path / "full", "--model", "srmil", "--epochs", 10, "--seed", 5)
+    assert cli(capsys, "train", *args)[0] == 0
+    killed = tmp_path / "killed"
+    args_k = base_args(cohort, killed, "--model", "srmil", "--epochs", 10, "--seed", 5)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([SRMIL, "train", *map(str, args_k)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_epochs(killed / "fold_0" / "history.csv", 2, proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (killed / "fold_0" / "DONE").exists()
+    assert cli(capsys, "train", *args_k, "--resume")[0] == 0
+    a = json.loads((tmp_path / "full" / "fold_0" / "metrics.json").read_text())
+    b = json.loads((killed / "fold_0" / "metrics.json").read_text())
+    assert a == b
+    ha = pd.read_csv(tmp_path / "full" / "fold_0" / "history.csv").drop(columns="seconds")
+    hb = pd.read_csv(killed / "fold_0" / "history.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(ha, hb)
