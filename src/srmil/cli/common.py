@@ -8,7 +8,6 @@ from typing import Any
 from srmil.bags.cohort import Cohort, load_cohort
 from srmil.bags.splits import make_splits, read_splits
 from srmil.config import RunConfig, apply_sets, from_dict, load_config_file
-from srmil.models import MODELS
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -19,7 +18,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 def add_run_args(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
     p.add_argument("--out", required=True, help="run directory (must be new unless --resume)")
-    p.add_argument("--model", default=None, help=f"MIL model ({', '.join(MODELS.names())})")
+    p.add_argument("--model", default=None, help="MIL model (default srmil; see `srmil models`)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 100)")
     p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
     p.add_argument("--accelerator", default=None,
@@ -49,6 +48,8 @@ def run_config(args: argparse.Namespace, folds: int | None = None) -> RunConfig:
     for item in args.set:
         if item.split("=", 1)[0].strip() == "model":
             model = item.split("=", 1)[1].strip()
+    from srmil.models import MODELS  # torch_geometric: imported only when training
+
     fields = set(MODELS.get(model).Config.__dataclass_fields__)
     return from_dict(RunConfig, apply_sets(data, args.set, fields))
 

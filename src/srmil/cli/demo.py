@@ -18,7 +18,6 @@ from srmil.bags.synth import write_cohort
 from srmil.cli.synth import format_summary as format_cohort
 from srmil.config import RunConfig, SplitConfig, SynthConfig, TrainConfig
 from srmil.reports.check import check, format_report
-from srmil.training.crossval import format_summary, run_folds
 
 DEMO_EPOCHS = 12  # the paper trains 100; 12 keeps the demo within minutes on 2 CPU cores
 
@@ -33,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from srmil.training.crossval import format_summary, run_folds  # Lightning: lazily
+
     t0 = time.time()
     out = Path(args.out)
     cohort_dir = out / "cohort"

@@ -9,19 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from srmil.bags.cohort import load_cohort
 from srmil.errors import SrmilError
-from srmil.storage import write_csv, write_json
-from srmil.training.data import BagDataset
-from srmil.training.inference import (
-    ensemble,
-    fold_dirs,
-    graph_config,
-    load_fold_model,
-    read_run,
-)
-from srmil.training.loop import predict_proba, prediction_table
-from srmil.training.metrics import classification_metrics
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +28,19 @@ def _fmt(name: str, m: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from srmil.bags.cohort import load_cohort
+    from srmil.storage import write_csv, write_json
+    from srmil.training.data import BagDataset
+    from srmil.training.inference import (
+        ensemble,
+        fold_dirs,
+        graph_config,
+        load_fold_model,
+        read_run,
+    )
+    from srmil.training.loop import predict_proba, prediction_table
+    from srmil.training.metrics import classification_metrics
+
     info = read_run(args.run)
     classes, model_name = info["classes"], info["config"]["model"]
     if (args.labels is None) != (args.features is None):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from srmil import __version__
-from srmil.cli import bench, check, demo, evaluate, predict, synth, train
+from srmil.cli import bench, check, demo, evaluate, models, predict, synth, train
 from srmil.errors import SrmilError
 
-SUBCOMMANDS = (synth, check, train, evaluate, predict, bench, demo)
+SUBCOMMANDS = (synth, check, train, evaluate, predict, models, bench, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point. Returns the exit code: 0 ok, 1 check failed, 2 bad input, 130 interrupted."""
+    """Entry point. Exit code: 0 ok, 1 check failed, 2 bad input, 130 interrupted."""
+    # PyG's import calls torch.jit.script, deprecated in torch 2.14: not the user's concern
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated",
+                            category=FutureWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -8,16 +8,6 @@ import sys
 import pandas as pd
 
 from srmil.bags.readers import find_bags
-from srmil.storage import write_csv
-from srmil.training.data import BagDataset
-from srmil.training.inference import (
-    ensemble,
-    fold_dirs,
-    graph_config,
-    load_fold_model,
-    read_run,
-)
-from srmil.training.loop import predict_proba, prediction_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +24,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from srmil.storage import write_csv
+    from srmil.training.data import BagDataset
+    from srmil.training.inference import (
+        ensemble,
+        fold_dirs,
+        graph_config,
+        load_fold_model,
+        read_run,
+    )
+    from srmil.training.loop import predict_proba, prediction_table
+
     run_info = read_run(args.run)
     classes = run_info["classes"]
     model_name = run_info["config"]["model"]

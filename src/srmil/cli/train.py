@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from srmil.cli.common import add_run_args, cohort_and_splits, run_config
-from srmil.training.crossval import format_summary, run_folds
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace, cfg, folds: list[int] | None) -> int:
+    from srmil.training.crossval import format_summary, run_folds  # Lightning: lazily
+
     cohort, splits = cohort_and_splits(args, cfg)
     out = Path(args.out)
     summary = run_folds(out, cohort, splits, cfg, folds=folds, resume=args.resume)
