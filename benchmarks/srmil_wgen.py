@@ -28,7 +28,7 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--slides", type=int, default=40)
+    ap.add_argument("--slides", type=int, default=60)
     ap.add_argument("--dim", type=int, default=32)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--settings", default="1.8,0", help="w_gen values to compare")

@@ -67,9 +67,11 @@ class Small(nn.Module):
         return self.head(z)
 
 
-def run(variant: str, seed: int, slides: int, dim: int, epochs: int) -> dict[str, float]:
+def run(variant: str, seed: int, slides: int, dim: int, epochs: int,
+        patches: tuple[int, int]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        s = write_cohort(SynthConfig(variant=variant, slides=slides, dim=dim, seed=seed), tmp)
+        s = write_cohort(SynthConfig(variant=variant, slides=slides, dim=dim, seed=seed,
+                                     min_patches=patches[0], max_patches=patches[1]), tmp)
         cohort = load_cohort(s["labels_csv"], s["features_dir"])
         data = {}
         for r in cohort.slides.itertuples():
@@ -111,17 +113,21 @@ def main() -> None:
     ap.add_argument("--slides", type=int, default=90)
     ap.add_argument("--dim", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--min-patches", type=int, default=200)
+    ap.add_argument("--max-patches", type=int, default=800)
     args = ap.parse_args()
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
     results = []
     t0 = time.time()
     for seed in seeds:
-        r = run(args.variant, seed, args.slides, args.dim, args.epochs)
+        r = run(args.variant, seed, args.slides, args.dim, args.epochs,
+                (args.min_patches, args.max_patches))
         results.append(r)
         print(f"seed {seed}: " + "  ".join(f"{k} AUC {v:.3f}" for k, v in r.items()), flush=True)
     print(f"{args.variant}, {args.slides} slides (2/3 train+val, 1/3 test), dim {args.dim}, "
-          f"{args.epochs} epochs, {len(seeds)} seeds, {time.time() - t0:.0f} s")
+          f"{args.min_patches}-{args.max_patches} patches, {args.epochs} epochs, "
+          f"{len(seeds)} seeds, {time.time() - t0:.0f} s")
     for k in results[0]:
         v = np.array([r[k] for r in results])
         print(f"  {k:6s} test AUC {v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}")

@@ -158,3 +158,65 @@ def test_killed_run_resumes_to_the_same_result(capsys, tmp_path, cohort):
     ha = pd.read_csv(tmp_path / "full" / "fold_0" / "history.csv").drop(columns="seconds")
     hb = pd.read_csv(killed / "fold_0" / "history.csv").drop(columns="seconds")
     pd.testing.assert_frame_equal(ha, hb)
+
+
+def test_config_file_and_sets_reach_the_saved_config(capsys, tmp_path, cohort):
+    conf = tmp_path / "run.yaml"
+    conf.write_text("model: mean\nmodel_config:\n  hidden: 24\ntrain:\n  epochs: 2\n  lr: 0.001\n")
+    run = tmp_path / "r"
+    args = base_args(cohort, run, "--config", conf, "--set", "model.dropout=0.3")
+    assert cli(capsys, "train", *args)[0] == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model"] == "mean" and saved["model_config"] == {"hidden": 24, "dropout": 0.3}
+    assert saved["train"]["epochs"] == 2 and saved["train"]["lr"] == 0.001
+    assert saved["split"]["folds"] == 3
+    assert len(pd.read_csv(run / "fold_0" / "history.csv")) == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epoch: 2\n")
+    code, _, err = cli(capsys, "train", *base_args(cohort, tmp_path / "x", "--config", bad))
+    assert code == 2 and "unknown TrainConfig key(s) epoch" in err
+
+
+def test_empty_validation_split_is_one_line(capsys, tmp_path, cohort):
+    labels, _ = cohort
+    lab = pd.read_csv(labels, dtype=str)
+    rows = [(0, s, c, y, "test" if i % 3 == 0 else "train")
+            for i, (s, c, y) in enumerate(zip(lab.slide_id, lab.case_id, lab.label, strict=True))]
+    splits = pd.DataFrame(rows, columns=["fold", "slide_id", "case_id", "label", "split"])
+    # keep each case in one part
+    splits["split"] = splits.groupby("case_id")["split"].transform("first")
+    splits.to_csv(tmp_path / "splits.csv", index=False)
+    code, _, err = cli(capsys, "train", *base_args(cohort, tmp_path / "r", "--model", "mean",
+                                                   "--splits", tmp_path / "splits.csv"))
+    assert code == 2 and "fold_0: the val split is empty" in err
+
+
+def test_checkpoint_of_another_model_is_refused(capsys, tmp_path, cohort):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cli(capsys, "train", *base_args(cohort, a, "--model", "mean", "--epochs", 1))[0] == 0
+    assert cli(capsys, "train", *base_args(cohort, b, "--model", "srmil", "--epochs", 1))[0] == 0
+    (b / "fold_0" / "best.safetensors").write_bytes((a / "fold_0" / "best.safetensors")
+                                                    .read_bytes())
+    labels, feats = cohort
+    code, _, err = cli(capsys, "predict", "--run", b, "--bags", feats, "--out", tmp_path / "p.csv")
+    assert code == 2 and "checkpoint of model 'mean', but the run trains 'srmil'" in err
+
+
+def test_three_classes_end_to_end(capsys, tmp_path):
+    feats = tmp_path / "f"
+    rows = []
+    for i in range(12):
+        sid = f"s{i:02d}"
+        trident_bag(feats / f"{sid}.h5", n=30, d=6, seed=i)
+        rows.append(f"{sid},c{i:02d},{'abc'[i % 3]}")
+    (tmp_path / "l.csv").write_text("slide_id,case_id,label\n" + "\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    code, out, _ = cli(capsys, "cv", "--labels", tmp_path / "l.csv", "--features", feats,
+                       "--out", run, "--model", "srmil", "--epochs", 2, "--folds", 2,
+                       "--accelerator", "cpu", "--set", "train.bootstrap=50")
+    assert code == 0 and "test_auc" in out
+    m = json.loads((run / "fold_0" / "metrics.json").read_text())
+    assert len(m["test"]["auc_per_class"]) == 3
+    assert len(m["test"]["confusion_matrix"]) == 3
+    pred = pd.read_csv(run / "fold_1" / "predictions.csv")
+    assert {"prob_a", "prob_b", "prob_c"} <= set(pred.columns)

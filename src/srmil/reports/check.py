@@ -95,7 +95,7 @@ def check(
         ids, paths = list(bags), list(bags.values())
     rows = []
     for sid, path in tqdm(list(zip(ids, paths, strict=True)), desc="check", unit="bag",
-                          disable=not progress, leave=False):
+                          disable=None if progress else True, leave=False):
         rows.append({"slide_id": sid, **_slide_row(path, cfg, problems)})
     table = pd.DataFrame(rows)
     if cohort is not None and not table.empty:
