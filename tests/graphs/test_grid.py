@@ -153,3 +153,16 @@ def test_edge_index_feeds_pyg_message_passing(tmp_path):
     assert ei.dtype == torch.long and is_undirected(ei, num_nodes=60)
     out = GATConv(8, 4, heads=2, add_self_loops=False)(torch.from_numpy(bag.features), ei)
     assert out.shape == (60, 8) and torch.isfinite(out).all()
+
+
+def test_jitter_within_tolerance_snaps_to_cells_on_both_builders():
+    """Coordinates a few pixels off their cell (within tolerance) give the clean grid's edges,
+    also when the KD-tree builds them (two far-apart tissue pieces refuse the cell table)."""
+    rng = np.random.default_rng(7)
+    cells = np.concatenate([tissue_with_holes(rng, 12), tissue_with_holes(rng, 12) + 40_000])
+    clean = cells * 224
+    jitter = clean + rng.integers(-3, 4, clean.shape)  # ≤ 3 px of 224: on the grid
+    ei_clean, f_clean = build_edge_index(clean, 224.0)
+    ei_jit, f_jit = build_edge_index(jitter, 224.0)
+    assert f_clean["builder"] == f_jit["builder"] == "kdtree" and f_jit["off_grid"] == 0
+    assert as_set(ei_jit) == as_set(ei_clean) == brute_force_edges(clean, 224, 2)

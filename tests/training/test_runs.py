@@ -220,3 +220,19 @@ def test_three_classes_end_to_end(capsys, tmp_path):
     assert len(m["test"]["confusion_matrix"]) == 3
     pred = pd.read_csv(run / "fold_1" / "predictions.csv")
     assert {"prob_a", "prob_b", "prob_c"} <= set(pred.columns)
+
+
+def test_resume_rebuilds_best_weights_from_last_checkpoint(capsys, tmp_path, cohort):
+    """A kill between writing last.pt and best.safetensors leaves a stale best file; resume
+    restores the selected weights from last.pt, so the test metrics are unchanged."""
+    run = tmp_path / "r"
+    args = base_args(cohort, run, "--model", "mean", "--epochs", 3)
+    assert cli(capsys, "train", *args)[0] == 0
+    fold = run / "fold_0"
+    before = json.loads((fold / "metrics.json").read_text())
+    for name in ("DONE", "metrics.json", "predictions.csv"):
+        (fold / name).unlink()
+    (run / "DONE").unlink()
+    (fold / "best.safetensors").write_bytes(b"stale or half-written")
+    assert cli(capsys, "train", *args, "--resume")[0] == 0
+    assert json.loads((fold / "metrics.json").read_text()) == before

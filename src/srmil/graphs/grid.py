@@ -226,7 +226,9 @@ def build_edge_index(
     off_grid = int((~on_grid).sum())
     ei = _edges_by_table(cells, window) if off_grid == 0 else None
     builder = "table"
-    u = np.asarray(coords, dtype=np.float64) / step
+    # on one grid, distances are measured between cells (jitter within tolerance is snapped);
+    # off the grid, between the true positions in step units
+    u = cells.astype(np.float64) if off_grid == 0 else np.asarray(coords, np.float64) / step
     if ei is None:
         builder = "kdtree"
         ei = _edges_by_kdtree(u, window)

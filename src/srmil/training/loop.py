@@ -92,6 +92,12 @@ def _set_rng_state(st: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+def _meta(model_name: str, in_dim: int, classes: list[str], net: MILModel) -> dict[str, Any]:
+    """Metadata stored beside the weights: enough to rebuild the model without the run."""
+    return {"model": model_name, "in_dim": in_dim, "n_classes": len(classes), "classes": classes,
+            "model_config": to_dict(net.cfg), "srmil_version": __version__}
+
+
 def fit_fold(
     fold_dir: Path,
     model_name: str,
@@ -130,6 +136,7 @@ def fit_fold(
     model, opt = fabric.setup(net, opt)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
     start = 0
     last = fold_dir / "last.pt"
     if resume and last.exists():
@@ -139,10 +146,21 @@ def fit_fold(
         sched.load_state_dict(st["scheduler"])
         _set_rng_state(st["rng"])
         history, best, start = st["history"], st["best"], int(st["epoch"]) + 1
-    elif last.exists() or (fold_dir / "best.safetensors").exists():
+        best_state = st["best_state"]
+        if best is not None:  # the best weights travel in last.pt: rewrite them exactly
+            best_net = create_model(model_name, in_dim, n_classes, model_overrides)
+            best_net.load_state_dict(best_state)
+            save_weights(fold_dir / "best.safetensors", best_net,
+                         {**_meta(model_name, in_dim, classes, net), "epoch": best["epoch"]})
+    elif not resume and (last.exists() or (fold_dir / "best.safetensors").exists()):
         raise SrmilError("holds an unfinished fold; pass --resume to continue it", fold_dir)
-    meta = {"model": model_name, "in_dim": in_dim, "n_classes": n_classes, "classes": classes,
-            "model_config": to_dict(net.cfg), "srmil_version": __version__}
+    meta = _meta(model_name, in_dim, classes, net)
+    for name, data in (("val", val), ("test", test)):
+        absent = sorted(set(range(n_classes)) - set(data.targets or []))
+        if len(data) and absent:
+            print(f"warning: {fold_dir.name}: the {name} split has no slide of class(es) "
+                  f"{', '.join(classes[c] for c in absent)}; its AUC is undefined (NaN)",
+                  file=sys.stderr)
     tty = sys.stderr.isatty()
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
@@ -178,12 +196,16 @@ def fit_fold(
             key, None if best is None else tuple(best["key"])
         ):
             best = {"epoch": epoch, "key": list(key)}
-            save_weights(fold_dir / "best.safetensors", net, {**meta, "epoch": epoch})
+            best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        # last.pt first, holding the best weights too; best.safetensors is derived from it, so a
+        # kill between the two writes cannot leave a best file that disagrees with last.pt
         save_state(last, {
             "model": net.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "rng": _rng_state(), "epoch": epoch,
-            "history": history, "best": best,
+            "history": history, "best": best, "best_state": best_state,
         })
+        if best is not None and best["epoch"] == epoch:
+            save_weights(fold_dir / "best.safetensors", net, {**meta, "epoch": epoch})
         write_csv(fold_dir / "history.csv", pd.DataFrame(history), overwrite=True)
         if not tty:
             parts_txt = " ".join(f"{k}={v / max(len(order), 1):.3f}" for k, v in sums.items())
@@ -191,7 +213,8 @@ def fit_fold(
                   f"val_auc={vm['auc']:.3f}", file=sys.stderr, flush=True)
     if best is None:
         raise SrmilError("no epoch was eligible for selection", fold_dir)
-    load_weights(fold_dir / "best.safetensors", net)
+    if load_weights(fold_dir / "best.safetensors", net).get("epoch") != best["epoch"]:
+        raise SrmilError("best.safetensors does not hold the selected epoch", fold_dir)
     out: dict[str, Any] = {"best_epoch": best["epoch"]}
     tables = []
     for name, data in (("val", val), ("test", test)):

@@ -1,7 +1,7 @@
 """Slide-level metrics from scikit-learn, and bootstrap confidence intervals.
 
-AUC is undefined when a split lacks a class: it is reported as NaN with a warning instead of
-crashing (the reference crashes).
+AUC is undefined when a split lacks a class: it is reported as NaN instead of crashing (the
+reference crashes); the trainer warns once per fold when a split lacks a class.
 """
 
 from __future__ import annotations
