@@ -92,10 +92,27 @@ class SRMILConfig:
 
 @dataclass(frozen=True)
 class MeanConfig:
-    """Instance-level MLP + mean pooling (the trivial baseline)."""
+    """Instance-level MLP + mean or max pooling (the trivial baselines)."""
 
     hidden: int = 128
     dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class ABMILConfig:
+    """ABMIL (Ilse et al. 2018) as used on pathology features (CLAM's sizes: D → 512 → 256)."""
+
+    hidden: int = 512  # instance embedding after Linear(D, hidden) + ReLU
+    attn_dim: int = 256  # attention hidden size
+    dropout: float = 0.25
+    gated: bool = False
+
+
+@dataclass(frozen=True)
+class GatedABMILConfig(ABMILConfig):
+    """ABMIL with the gated attention (Ilse et al. 2018, eq. 10)."""
+
+    gated: bool = True
 
 
 @dataclass(frozen=True)

@@ -64,5 +64,9 @@ def test_apply_sets_sections_bare_keys_and_errors():
 
 
 def test_unknown_model_lists_choices():
-    with pytest.raises(ConfigError, match="unknown MIL model 'nope'; choose from: mean"):
+    from srmil.models import MODELS
+
+    with pytest.raises(ConfigError) as e:
         create_model("nope", 4, 2)
+    assert str(e.value) == f"unknown MIL model 'nope'; choose from: {', '.join(MODELS.names())}"
+    assert {"abmil", "abmil_gated", "max", "mean", "srmil"} <= set(MODELS.names())

@@ -171,29 +171,34 @@ def sce_loss(x_hat: Tensor, x: Tensor, alpha: float = 1.0) -> Tensor:
 
 
 class GatedAttentionPool(nn.Module):
-    r"""Gated attention pooling of ABMIL (Ilse et al., 2018, arXiv 1802.04712).
+    r"""Attention pooling of ABMIL (Ilse et al., 2018, arXiv 1802.04712), gated by default.
 
     .. math::
         a_i = \mathbf{w}^\top\big(\tanh(\mathbf{V}\mathbf{h}_i) \odot
         \mathrm{sigm}(\mathbf{U}\mathbf{h}_i)\big), \qquad
         \pi = \mathrm{softmax}_i(a), \qquad \mathbf{z} = \textstyle\sum_i \pi_i\mathbf{h}_i
 
+    Without the gate (``gated=False``): :math:`a_i = \mathbf{w}^\top\tanh(\mathbf{V}\mathbf{h}_i)`.
+
     Args:
         in_dim: node embedding size L.
         hidden_dim: attention hidden size M.
+        gated: multiply by the sigmoid gate :math:`\mathrm{sigm}(\mathbf{U}\mathbf{h}_i)`.
 
     Shapes:
         - input: (N, L) node embeddings.
         - output: pooled (L,) and weights (N,) that sum to 1.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int) -> None:
+    def __init__(self, in_dim: int, hidden_dim: int, gated: bool = True) -> None:
         super().__init__()
         self.value = nn.Linear(in_dim, hidden_dim)
-        self.gate = nn.Linear(in_dim, hidden_dim)
+        self.gate = nn.Linear(in_dim, hidden_dim) if gated else None
         self.score = nn.Linear(hidden_dim, 1)
 
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        a = torch.tanh(self.value(h)) * torch.sigmoid(self.gate(h))  # (N, M)
+        a = torch.tanh(self.value(h))  # (N, M)
+        if self.gate is not None:
+            a = a * torch.sigmoid(self.gate(h))  # (N, M)
         w = torch.softmax(self.score(a).squeeze(-1), dim=0)  # (N,)
         return w @ h, w  # (L,), (N,)

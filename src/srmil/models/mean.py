@@ -1,4 +1,5 @@
-"""``mean``: instance-level MLP, mean pooling, linear classifier (the trivial baseline)."""
+"""``mean`` and ``max``: instance-level MLP, mean or max pooling, linear classifier (the
+trivial baselines that keep everyone honest)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,12 @@ class MeanMIL(MILModel):
     def forward(self, bag: GraphBag) -> Tensor:
         h = self.mlp(bag.x)  # (N, hidden)
         return self.head(h.mean(dim=0))  # (C,)
+
+
+@MODELS.register("max")
+class MaxMIL(MeanMIL):
+    """h_i = MLP(x_i); z = max_i h_i (per feature); logits = W z. Ignores space; no attention."""
+
+    def forward(self, bag: GraphBag) -> Tensor:
+        h = self.mlp(bag.x)  # (N, hidden)
+        return self.head(h.max(dim=0).values)  # (C,)
