@@ -214,7 +214,7 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
 SECTIONS = {"train": TrainConfig, "graph": GraphConfig, "split": SplitConfig}
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
     import yaml
 
     for conv in (int, float):  # YAML 1.1 reads "1e-4" as a string
@@ -246,7 +246,7 @@ def apply_sets(
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, text = (s.strip() for s in item.split("=", 1))
-        value = _parse_value(text)
+        value = parse_value(text)
         if key == "model":
             out["model"] = str(value)
             continue

@@ -330,6 +330,18 @@ def read_bag(path: str | os.PathLike) -> FeatureBag:
     raise BagError("not an HDF5 or torch file (truncated, corrupt or another format)", p)
 
 
+def has_coords(path: str | os.PathLike) -> bool:
+    """Whether a bag file carries (or is paired with) coordinates, without reading features."""
+    p = Path(path)
+    if _is_hdf5(p):
+        try:
+            with h5py.File(p, "r") as h5:
+                return "coords" in h5
+        except OSError:
+            return False
+    return _matching_coords_h5(p) is not None
+
+
 BAG_SUFFIXES = (".h5", ".pt")
 
 

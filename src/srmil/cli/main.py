@@ -8,10 +8,10 @@ import sys
 import warnings
 
 from srmil import __version__
-from srmil.cli import bench, check, demo, evaluate, models, predict, synth, train
+from srmil.cli import bench, check, compare, demo, evaluate, models, predict, synth, train
 from srmil.errors import SrmilError
 
-SUBCOMMANDS = (synth, check, train, evaluate, predict, models, bench, demo)
+SUBCOMMANDS = (synth, check, train, evaluate, predict, compare, models, bench, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -145,6 +145,21 @@ def run_folds(
     return summary
 
 
+def probs_of(table: pd.DataFrame) -> np.ndarray:
+    """(S, C) probabilities from a predictions table's ``prob_<class>`` columns."""
+    return table[[c for c in table.columns if c.startswith("prob_")]].to_numpy(dtype=float)
+
+
+def test_predictions(run_dir: str | Path, folds: list[int]) -> dict[int, pd.DataFrame]:
+    """Each fold's test rows of ``predictions.csv``, sorted by slide_id."""
+    out = {}
+    for k in folds:
+        pred = pd.read_csv(Path(run_dir) / f"fold_{k}" / "predictions.csv",
+                           dtype={"slide_id": str})
+        out[k] = pred[pred["split"] == "test"].sort_values("slide_id").reset_index(drop=True)
+    return out
+
+
 def summarise(run_dir: Path, results: dict[int, dict], n_classes: int,
               cfg: RunConfig) -> dict[str, Any]:
     """``summary.csv`` (one row per fold) and ``summary.json`` (mean ± std, 95 % CI)."""
@@ -157,19 +172,14 @@ def summarise(run_dir: Path, results: dict[int, dict], n_classes: int,
         rows.append(row)
     table = pd.DataFrame(rows)
     write_csv(run_dir / "summary.csv", table, overwrite=True)
-    per_fold = []
-    for k in sorted(results):
-        pred = pd.read_csv(run_dir / f"fold_{k}" / "predictions.csv", dtype={"slide_id": str})
-        t = pred[pred["split"] == "test"]
-        if len(t):
-            probs = t[[c for c in t.columns if c.startswith("prob_")]].to_numpy()
-            per_fold.append((t["target"].to_numpy(), probs))
+    per_fold = [(t["target"].to_numpy(), probs_of(t))
+                for t in test_predictions(run_dir, sorted(results)).values() if len(t)]
     summary: dict[str, Any] = {"model": cfg.model, "folds": len(results), "metrics": {}}
     for m in SUMMARY_METRICS:
         v = table[f"test_{m}"].to_numpy(dtype=float)
         entry = {"mean": float(np.nanmean(v)) if np.isfinite(v).any() else np.nan,
                  "std": float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else np.nan}
-        if m in ("auc", "accuracy") and per_fold:
+        if per_fold:
             entry["ci95"] = list(bootstrap_ci(per_fold, n_classes, m, cfg.train.bootstrap,
                                               cfg.train.seed))
         summary["metrics"][f"test_{m}"] = entry

@@ -1,0 +1,177 @@
+"""``srmil compare``: several models (and ablations) on identical saved folds, one table.
+
+Layout::
+
+    CMP/splits.csv  classes.json  compare.json      the folds every model uses
+    CMP/<spec>/                                     one run directory per model spec
+    CMP/comparison.csv  comparison.md  comparison.json  comparison_roc.png
+
+A model spec is ``name`` or ``name:key=value[:key=value…]`` with keys of the model's config,
+e.g. ``srmil:w_gen=0`` (no reconstruction) or ``srmil:pooling=gated``; ablations are rows of
+the same table. Each spec resumes model by model and fold by fold.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import wilcoxon
+
+from srmil.bags.cohort import Cohort
+from srmil.bags.readers import has_coords
+from srmil.config import RunConfig, from_dict, parse_value, to_dict
+from srmil.errors import ConfigError, SrmilError
+from srmil.models.base import MODELS
+from srmil.storage import write_csv, write_json, write_text
+from srmil.training.crossval import SUMMARY_METRICS, probs_of, run_folds, test_predictions
+from srmil.training.metrics import paired_bootstrap
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"srmil:w_gen=0:mask_rate=0.5"`` → ``("srmil", {"w_gen": 0, "mask_rate": 0.5})``.
+
+    Raises:
+        ConfigError: unknown model (listing the choices) or a key its config lacks.
+    """
+    name, *items = [p.strip() for p in spec.split(":")]
+    cls = MODELS.get(name)
+    overrides: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"model spec {spec!r}: expected key=value after ':', got {item!r}")
+        k, v = (s.strip() for s in item.split("=", 1))
+        overrides[k] = parse_value(v)
+    from_dict(cls.Config, overrides)  # unknown keys and bad types fail here, before training
+    return name.lower(), overrides
+
+
+def spec_dir(spec: str) -> str:
+    """Folder name of a spec: ``srmil:w_gen=0`` → ``srmil__w_gen=0``."""
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", spec.strip().replace(":", "__"))
+
+
+def compare(
+    out: str | Path, specs: list[str], cohort: Cohort, splits: pd.DataFrame, base: RunConfig,
+    reference: str | None = None, resume: bool = False,
+) -> pd.DataFrame:
+    """Run every spec on ``splits`` and write the comparison table.
+
+    Args:
+        out: comparison directory.
+        specs: model specs (see module docstring); the first ``srmil`` spec is the reference of
+            the paired tests unless ``reference`` names another.
+        base: train/graph/split settings shared by every model.
+
+    Returns:
+        The comparison table (one row per spec).
+    """
+    out = Path(out)
+    parsed = [parse_spec(s) for s in specs]
+    if len(set(map(spec_dir, specs))) != len(specs):
+        raise ConfigError("duplicate model specs")
+    ref = reference or next((s for s, (n, _) in zip(specs, parsed, strict=True) if n == "srmil"),
+                            specs[0])
+    if ref not in specs:
+        raise ConfigError(f"reference {ref!r} is not among the models")
+    setup = {"specs": specs, "reference": ref, "base": to_dict(base)}
+    if (out / "compare.json").exists():
+        saved = json.loads((out / "compare.json").read_text())
+        if not resume:
+            raise SrmilError("already holds a comparison; pass --resume to continue it", out)
+        if saved["base"] != setup["base"]:
+            raise ConfigError("--resume with different training settings", out / "compare.json")
+        saved_splits = pd.read_csv(out / "splits.csv", dtype={"slide_id": str})
+        if not saved_splits[["fold", "slide_id", "split"]].equals(
+                splits[["fold", "slide_id", "split"]].reset_index(drop=True)):
+            raise SrmilError("--resume with different splits than the comparison's", out)
+    elif out.exists() and any(out.iterdir()):
+        raise SrmilError("is not empty; choose a new --out (nothing is overwritten)", out)
+    else:
+        write_csv(out / "splits.csv", splits)
+        write_json(out / "classes.json", {"classes": cohort.classes})
+    write_json(out / "compare.json", setup, overwrite=True)
+
+    graph_models = sorted({n for n, _ in parsed if MODELS.get(n).uses_graph})
+    if graph_models:
+        lacking = [p for p in cohort.slides["path"] if not has_coords(p)]
+        if lacking:
+            raise SrmilError(
+                f"{len(lacking)} bag(s) have no coordinates (e.g. CLAM pt_files without h5), so "
+                f"graph model(s) {', '.join(graph_models)} cannot use them", lacking[0])
+    for spec, (name, overrides) in zip(specs, parsed, strict=True):
+        print(f"== {spec}", file=sys.stderr, flush=True)
+        cfg = RunConfig(name, overrides, base.train, base.graph, base.split)
+        run_folds(out / spec_dir(spec), cohort, splits, cfg, resume=True)
+    table = comparison_table(out, specs, ref, len(cohort.classes), base.train.bootstrap,
+                             base.train.seed)
+    write_csv(out / "comparison.csv", table, overwrite=True)
+    write_text(out / "comparison.md", format_markdown(table, ref), overwrite=True)
+    write_text(out / "DONE", "finished\n", overwrite=True)
+    return table
+
+
+def comparison_table(out: Path, specs: list[str], ref: str, n_classes: int, n_boot: int,
+                     seed: int) -> pd.DataFrame:
+    """One row per spec: mean ± std and 95 % CI per metric, and paired tests against ``ref``
+    on the test AUC (Wilcoxon signed-rank over folds; paired bootstrap of the difference)."""
+    preds, rows = {}, []
+    for spec in specs:
+        run = out / spec_dir(spec)
+        summary = json.loads((run / "summary.json").read_text())
+        folds = sorted(pd.read_csv(run / "summary.csv")["fold"].tolist())
+        preds[spec] = test_predictions(run, folds)
+        row: dict[str, Any] = {"model": spec, "folds": len(folds)}
+        for m in SUMMARY_METRICS:
+            e = summary["metrics"][f"test_{m}"]
+            ci = e.get("ci95", [np.nan, np.nan])
+            row.update({f"{m}_mean": e["mean"], f"{m}_std": e["std"],
+                        f"{m}_ci_lo": ci[0], f"{m}_ci_hi": ci[1]})
+        row["per_fold_auc"] = ";".join(
+            f"{v:.4f}" for v in pd.read_csv(run / "summary.csv")["test_auc"])
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    ref_folds = preds[ref]
+    for i, spec in enumerate(specs):
+        if spec == ref:
+            table.loc[i, ["auc_diff_vs_ref", "wilcoxon_p", "bootstrap_p"]] = [0.0, np.nan, np.nan]
+            continue
+        fa = [(ref_folds[k]["target"].to_numpy(), probs_of(ref_folds[k])) for k in ref_folds]
+        fb = [probs_of(preds[spec][k]) for k in ref_folds]
+        for k in ref_folds:
+            if not ref_folds[k]["slide_id"].equals(preds[spec][k]["slide_id"]):
+                raise SrmilError(f"fold {k}: {spec} was tested on other slides than {ref}", out)
+        boot = paired_bootstrap(fa, fb, n_classes, "auc", n_boot, seed)
+        a = np.array(table.loc[table.model == ref, "per_fold_auc"].iloc[0].split(";"), float)
+        b = np.array(table.loc[i, "per_fold_auc"].split(";"), float)
+        d = a - b
+        p = float(wilcoxon(a, b).pvalue) if np.any(d != 0) and np.isfinite(d).all() else np.nan
+        table.loc[i, ["auc_diff_vs_ref", "wilcoxon_p", "bootstrap_p"]] = [-boot["diff"], p,
+                                                                          boot["p"]]
+    return table
+
+
+def format_markdown(table: pd.DataFrame, ref: str) -> str:
+    """The comparison as a markdown table (mean ± std [95 % CI])."""
+    head = ("| model | AUC | accuracy | balanced acc. | F1 | ΔAUC vs " + ref +
+            " | Wilcoxon p | bootstrap p |")
+    lines = [head, "|" + "---|" * 8]
+
+    def cell(r: pd.Series, m: str) -> str:
+        s = f"{r[m + '_mean']:.3f} ± {r[m + '_std']:.3f}"
+        if np.isfinite(r[m + "_ci_lo"]):
+            s += f" [{r[m + '_ci_lo']:.3f}, {r[m + '_ci_hi']:.3f}]"
+        return s
+
+    for _, r in table.iterrows():
+        diff = "—" if r["model"] == ref else f"{r['auc_diff_vs_ref']:+.3f}"
+        wp = "—" if not np.isfinite(r["wilcoxon_p"]) else f"{r['wilcoxon_p']:.3f}"
+        bp = "—" if not np.isfinite(r["bootstrap_p"]) else f"{r['bootstrap_p']:.3f}"
+        lines.append(f"| {r['model']} | {cell(r, 'auc')} | {cell(r, 'accuracy')} | "
+                     f"{cell(r, 'balanced_accuracy')} | {cell(r, 'f1')} | {diff} | {wp} | {bp} |")
+    return "\n".join(lines) + "\n"
