@@ -51,3 +51,16 @@ def test_bootstrap_ci_brackets_the_mean():
     mean = np.mean([classification_metrics(y, p, 2)["auc"] for y, p in folds])
     assert lo < mean < hi and hi - lo < 0.3
     assert bootstrap_ci(folds, 2, "auc", n_boot=100, seed=1) == (lo, hi)
+
+
+@pytest.mark.parametrize("c", [2, 3])
+def test_fast_metrics_equal_sklearn(c):
+    from srmil.training.metrics import fast_metric
+
+    rng = np.random.default_rng(c)
+    for _ in range(20):
+        y = rng.integers(0, c, 30)
+        p = rng.dirichlet(np.ones(c), 30).round(2)  # rounding makes ties
+        ref = classification_metrics(y, p, c)
+        for m in ("auc", "accuracy", "balanced_accuracy", "f1"):
+            assert fast_metric(m, y, p, c) == pytest.approx(ref[m], nan_ok=True), m
