@@ -29,7 +29,13 @@ from srmil.config import RunConfig, from_dict, parse_value, to_dict
 from srmil.errors import ConfigError, SrmilError
 from srmil.models.base import MODELS
 from srmil.storage import write_csv, write_json, write_text
-from srmil.training.crossval import SUMMARY_METRICS, probs_of, run_folds, test_predictions
+from srmil.training.crossval import (
+    SUMMARY_METRICS,
+    check_same_splits,
+    probs_of,
+    run_folds,
+    test_predictions,
+)
 from srmil.training.metrics import paired_bootstrap
 
 
@@ -86,10 +92,7 @@ def compare(
             raise SrmilError("already holds a comparison; pass --resume to continue it", out)
         if saved["base"] != setup["base"]:
             raise ConfigError("--resume with different training settings", out / "compare.json")
-        saved_splits = pd.read_csv(out / "splits.csv", dtype={"slide_id": str})
-        if not saved_splits[["fold", "slide_id", "split"]].equals(
-                splits[["fold", "slide_id", "split"]].reset_index(drop=True)):
-            raise SrmilError("--resume with different splits than the comparison's", out)
+        check_same_splits(out, splits)
     elif out.exists() and any(out.iterdir()):
         raise SrmilError("is not empty; choose a new --out (nothing is overwritten)", out)
     else:

@@ -44,6 +44,14 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
     return None if a == b else f"{path}: {a!r} in the run, {b!r} now"
 
 
+def check_same_splits(directory: Path, splits: pd.DataFrame) -> None:
+    """Refuse to resume ``directory`` with other folds than its saved ``splits.csv``."""
+    saved = pd.read_csv(directory / "splits.csv", dtype={"slide_id": str, "case_id": str})
+    cols = ["fold", "slide_id", "split"]
+    if not saved[cols].equals(splits[cols].reset_index(drop=True)):
+        raise SrmilError("--resume with different splits than the saved splits.csv", directory)
+
+
 def prepare_run(run_dir: Path, cfg: RunConfig, cohort: Cohort, splits: pd.DataFrame,
                 resume: bool) -> RunConfig:
     """Create the run directory, or check that a resumed one matches; returns the config to
@@ -63,11 +71,7 @@ def prepare_run(run_dir: Path, cfg: RunConfig, cohort: Cohort, splits: pd.DataFr
         diff = _first_difference(saved, to_dict(cfg))
         if diff:
             raise ConfigError(f"--resume with a different config ({diff})", cfg_path)
-        saved_splits = pd.read_csv(run_dir / "splits.csv", dtype={"slide_id": str,
-                                                                  "case_id": str})
-        if not saved_splits[["fold", "slide_id", "split"]].equals(
-                splits[["fold", "slide_id", "split"]].reset_index(drop=True)):
-            raise SrmilError("--resume with different splits than the run's splits.csv", run_dir)
+        check_same_splits(run_dir, splits)
         return cfg
     if run_dir.exists() and any(run_dir.iterdir()):
         raise SrmilError("is not empty; choose a new --out (nothing is overwritten)", run_dir)
