@@ -129,7 +129,6 @@ class TrainConfig:
     accelerator: str = "auto"  # auto (GPU when present) | cpu | gpu | cuda | mps
     precision: str = "32-true"  # Lightning precision string, e.g. bf16-mixed on a GPU
     cache_gb: float = 4.0  # keep the cohort's bags in memory when they fit in this many GiB
-    num_workers: int = 0  # DataLoader workers reading bags when not cached
     bootstrap: int = 1000  # resamples for the 95 % confidence intervals
 
 

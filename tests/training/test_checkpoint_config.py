@@ -16,7 +16,8 @@ from srmil.training.checkpoint import (
 
 def test_weights_round_trip_with_metadata(tmp_path):
     a = create_model("mean", 8, 3, {"hidden": 16})
-    save_weights(tmp_path / "w.safetensors", a, {"model": "mean", "classes": ["x", "y", "z"]})
+    save_weights(tmp_path / "w.safetensors", a.state_dict(),
+                 {"model": "mean", "classes": ["x", "y", "z"]})
     b = create_model("mean", 8, 3, {"hidden": 16})
     meta = load_weights(tmp_path / "w.safetensors", b)
     assert meta == {"model": "mean", "classes": ["x", "y", "z"]}
@@ -25,7 +26,8 @@ def test_weights_round_trip_with_metadata(tmp_path):
 
 
 def test_weights_of_another_shape_or_corrupt_file(tmp_path):
-    save_weights(tmp_path / "w.safetensors", create_model("mean", 8, 2), {"model": "mean"})
+    save_weights(tmp_path / "w.safetensors", create_model("mean", 8, 2).state_dict(),
+                 {"model": "mean"})
     with pytest.raises(SrmilError, match="weights do not fit the model"):
         load_weights(tmp_path / "w.safetensors", create_model("mean", 12, 2))
     bad = tmp_path / "bad.safetensors"

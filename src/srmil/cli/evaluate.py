@@ -31,20 +31,14 @@ def run(args: argparse.Namespace) -> int:
     from srmil.bags.cohort import load_cohort
     from srmil.storage import write_csv, write_json
     from srmil.training.data import BagDataset
-    from srmil.training.inference import (
-        ensemble,
-        fold_dirs,
-        graph_config,
-        load_fold_model,
-        read_run,
-    )
+    from srmil.training.inference import ensemble, graph_config, load_run_models
     from srmil.training.loop import predict_proba, prediction_table
     from srmil.training.metrics import classification_metrics
 
-    info = read_run(args.run)
-    classes, model_name = info["classes"], info["config"]["model"]
     if (args.labels is None) != (args.features is None):
         raise SrmilError("--labels and --features go together")
+    info, models = load_run_models(args.run)
+    classes = info["classes"]
     external = args.labels is not None
     labels = args.labels or info["data"].get("labels")
     features = args.features or info["data"].get("features")
@@ -55,9 +49,10 @@ def run(args: argparse.Namespace) -> int:
     splits = pd.read_csv(Path(args.run) / "splits.csv", dtype={"slide_id": str})
     results, tables, probs_all = {}, [], []
     rows = cohort.slides.set_index("slide_id")
-    for d in fold_dirs(args.run):
-        k = int(d.name.split("_")[1])
-        net = load_fold_model(d, model_name, classes)
+    net0 = models[0][1]
+    pool = BagDataset(rows["path"].tolist(), rows.index.tolist(), rows["target"].tolist(),
+                      graph_config(info), net0.uses_graph, net0.in_dim)  # each bag read once
+    for k, net in models:
         if external:
             ids = rows.index.tolist()
         else:
@@ -65,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
             ids = [s for s in ids if s in rows.index]
         if not ids:
             raise SrmilError(f"fold {k}: no slide to evaluate", args.run)
-        data = BagDataset(rows.loc[ids, "path"].tolist(), ids, rows.loc[ids, "target"].tolist(),
-                          graph_config(info), net.uses_graph, net.in_dim)
+        data = pool.subset(ids)
         probs, _ = predict_proba(net, data)
         results[f"fold_{k}"] = classification_metrics(np.asarray(data.targets), probs,
                                                       len(classes))

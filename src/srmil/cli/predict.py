@@ -26,26 +26,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from srmil.storage import write_csv
     from srmil.training.data import BagDataset
-    from srmil.training.inference import (
-        ensemble,
-        fold_dirs,
-        graph_config,
-        load_fold_model,
-        read_run,
-    )
+    from srmil.training.inference import ensemble, graph_config, load_run_models
     from srmil.training.loop import predict_proba, prediction_table
 
-    run_info = read_run(args.run)
+    run_info, models = load_run_models(args.run, args.fold)
     classes = run_info["classes"]
-    model_name = run_info["config"]["model"]
-    dirs = fold_dirs(args.run, args.fold)
-    nets = [load_fold_model(d, model_name, classes) for d in dirs]
+    nets = [net for _, net in models]
     bags = find_bags(args.bags)
     data = BagDataset(list(bags.values()), list(bags), None, graph_config(run_info),
                       nets[0].uses_graph, nets[0].in_dim, cache=len(nets) > 1)
     probs = ensemble([predict_proba(net, data)[0] for net in nets])
     table = prediction_table(data, probs, classes)
-    table.insert(1, "folds", ",".join(d.name.split("_")[1] for d in dirs))
+    table.insert(1, "folds", ",".join(str(k) for k, _ in models))
     write_csv(args.out, table, overwrite=args.overwrite)
     print(f"{len(table)} slide(s) → {args.out} ({len(nets)} model(s) averaged)",
           file=sys.stderr)

@@ -21,9 +21,10 @@ from srmil.errors import SrmilError
 from srmil.storage import atomic_path
 
 
-def save_weights(path: str | os.PathLike, model: torch.nn.Module, meta: dict[str, Any]) -> None:
-    """Atomically write the model's weights and ``meta`` (JSON-encoded values)."""
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor],
+                 meta: dict[str, Any]) -> None:
+    """Atomically write a state dict and ``meta`` (JSON-encoded values) as safetensors."""
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     with atomic_path(path, overwrite=True) as tmp:
         save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
 

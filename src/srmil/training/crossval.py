@@ -120,28 +120,17 @@ def run_folds(
     cache = estimated_bytes(paths) <= cfg.train.cache_gb * 2**30
     pool = BagDataset(paths, info.index.tolist(), info["target"].tolist(), cfg.graph,
                       model_cls.uses_graph, in_dim, cache)
-    where = {sid: i for i, sid in enumerate(pool.slide_ids)}
-
-    def subset(ids: list[str]) -> BagDataset:
-        ds = BagDataset([pool.paths[where[s]] for s in ids], ids,
-                        [pool.targets[where[s]] for s in ids], cfg.graph, model_cls.uses_graph,
-                        in_dim, cache)
-        ds._store = {j: pool._store[where[s]] for j, s in enumerate(ids)
-                     if where[s] in pool._store}
-        return ds
 
     results = {}
     for k in folds:
         f = splits[splits["fold"] == k]
         parts = {p: f.loc[f["split"] == p, "slide_id"].tolist() for p in ("train", "val", "test")}
-        if cache:  # read each bag once for the whole run
-            for sid in parts["train"] + parts["val"] + parts["test"]:
-                pool[where[sid]]
         print(f"fold {k}: {len(parts['train'])} train / {len(parts['val'])} val / "
               f"{len(parts['test'])} test slides", file=sys.stderr, flush=True)
         results[k] = fit_fold(
             run_dir / f"fold_{k}", cfg.model, cfg.model_config, in_dim, cohort.classes,
-            subset(parts["train"]), subset(parts["val"]), subset(parts["test"]), cfg.train,
+            pool.subset(parts["train"]), pool.subset(parts["val"]), pool.subset(parts["test"]),
+            cfg.train,
             resume=resume, desc=f"fold {k} ",
         )
     summary = summarise(run_dir, results, len(cohort.classes), cfg)

@@ -41,12 +41,14 @@ class BagDataset(torch.utils.data.Dataset):
         graph: graph settings; ``with_graph=False`` skips the graph (models that ignore space).
         expect_dim: feature dimension the model was built for; another one is an error.
         cache: keep every converted bag in memory.
+        store: a cache to share with other datasets over the same bags (keyed by slide_id).
     """
 
     def __init__(
         self, paths: list[str | Path], slide_ids: list[str] | None = None,
         targets: list[int] | None = None, graph: GraphConfig = GraphConfig(),
         with_graph: bool = True, expect_dim: int | None = None, cache: bool = True,
+        store: dict[str, GraphBag] | None = None,
     ) -> None:
         self.paths = [Path(p) for p in paths]
         self.slide_ids = slide_ids or [p.stem for p in self.paths]
@@ -55,7 +57,7 @@ class BagDataset(torch.utils.data.Dataset):
         self.with_graph = with_graph
         self.expect_dim = expect_dim
         self.cache = cache
-        self._store: dict[int, GraphBag] = {}
+        self._store: dict[str, GraphBag] = {} if store is None else store
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -76,15 +78,24 @@ class BagDataset(torch.utils.data.Dataset):
         return gb
 
     def __getitem__(self, i: int) -> GraphBag:
-        if i in self._store:
-            return self._store[i]
-        gb = self.load(i)
+        sid = self.slide_ids[i]
+        if sid in self._store:
+            return self._store[sid]
+        with torch.inference_mode(False):  # cached bags may be trained on after an eval pass
+            gb = self.load(i)
         if self.cache:
-            self._store[i] = gb
+            self._store[sid] = gb
         return gb
 
-    def dims(self) -> set[int]:
-        return {int(self[i].x.shape[1]) for i in range(len(self))}
+    def subset(self, slide_ids: list[str]) -> BagDataset:
+        """The given slides, sharing this dataset's settings and cache (each bag read once)."""
+        where = {s: i for i, s in enumerate(self.slide_ids)}
+        idx = [where[s] for s in slide_ids]
+        return BagDataset(
+            [self.paths[i] for i in idx], list(slide_ids),
+            None if self.targets is None else [self.targets[i] for i in idx],
+            self.graph, self.with_graph, self.expect_dim, self.cache, self._store,
+        )
 
 
 def first_dim(paths: list[str | Path]) -> int:
@@ -93,11 +104,6 @@ def first_dim(paths: list[str | Path]) -> int:
         raise BagError("no bags to read")
     return read_bag(paths[0]).dim
 
-
-def collate_one(items: list[GraphBag]) -> GraphBag:
-    """DataLoader collate for one bag per step."""
-    (item,) = items
-    return item
 
 
 

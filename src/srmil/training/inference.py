@@ -65,6 +65,20 @@ def load_fold_model(fold_dir: Path, expect_model: str, classes: list[str]) -> MI
     return net
 
 
+def load_run_models(run_dir: str | Path, fold: int | None = None
+                    ) -> tuple[dict[str, Any], list[tuple[int, MILModel]]]:
+    """The run's description (:func:`read_run`) and its folds' selected models, in eval mode.
+
+    Returns:
+        (run, [(fold index, model), …]) ordered by fold.
+    """
+    run = read_run(run_dir)
+    models = [(int(d.name.split("_")[1]), load_fold_model(d, run["config"]["model"],
+                                                           run["classes"]))
+              for d in fold_dirs(run_dir, fold)]
+    return run, models
+
+
 def graph_config(run: dict[str, Any]) -> GraphConfig:
     return from_dict(GraphConfig, run["config"].get("graph", {}))
 

@@ -148,9 +148,7 @@ def fit_fold(
         history, best, start = st["history"], st["best"], int(st["epoch"]) + 1
         best_state = st["best_state"]
         if best is not None:  # the best weights travel in last.pt: rewrite them exactly
-            best_net = create_model(model_name, in_dim, n_classes, model_overrides)
-            best_net.load_state_dict(best_state)
-            save_weights(fold_dir / "best.safetensors", best_net,
+            save_weights(fold_dir / "best.safetensors", best_state,
                          {**_meta(model_name, in_dim, classes, net), "epoch": best["epoch"]})
     elif not resume and (last.exists() or (fold_dir / "best.safetensors").exists()):
         raise SrmilError("holds an unfinished fold; pass --resume to continue it", fold_dir)
@@ -205,7 +203,7 @@ def fit_fold(
             "history": history, "best": best, "best_state": best_state,
         })
         if best is not None and best["epoch"] == epoch:
-            save_weights(fold_dir / "best.safetensors", net, {**meta, "epoch": epoch})
+            save_weights(fold_dir / "best.safetensors", best_state, {**meta, "epoch": epoch})
         write_csv(fold_dir / "history.csv", pd.DataFrame(history), overwrite=True)
         if not tty:
             parts_txt = " ".join(f"{k}={v / max(len(order), 1):.3f}" for k, v in sums.items())
