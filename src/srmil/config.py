@@ -116,6 +116,85 @@ class GatedABMILConfig(ABMILConfig):
 
 
 @dataclass(frozen=True)
+class CLAMConfig:
+    """CLAM-SB (Lu et al. 2021); defaults from mahmoodlab/CLAM ``main.py`` / ``model_clam.py``."""
+
+    hidden: int = 512  # size_arg "small": D → 512 → 256
+    attn_dim: int = 256  # size_arg "small"
+    dropout: float = 0.25  # main.py --drop_out 0.25: after the fc and in both attention branches
+    gated: bool = True  # CLAM_SB(gate=True)
+    k_sample: int = 8  # main.py --B 8: top-k / bottom-k attended patches; capped at N
+    bag_weight: float = 0.7  # main.py --bag_weight 0.7: total = 0.7·CE_bag + 0.3·L_inst
+    subtyping: bool = False  # True for subtyping tasks (out-of-class clustering); False as
+    #                          CLAM's tumour-vs-normal task
+
+
+@dataclass(frozen=True)
+class TransMILConfig:
+    """TransMIL (Shao et al. 2021); defaults from szc19990412/TransMIL ``models/TransMIL.py``."""
+
+    dim: int = 512  # _fc1: Linear(D, 512) + ReLU
+    heads: int = 8  # NystromAttention(heads=8, dim_head=dim // 8)
+    landmarks: int = 256  # num_landmarks = dim // 2
+    pinv_iterations: int = 6  # Moore-Penrose iterations, as the official code
+    residual_kernel: int = 33  # depth-wise conv residual of the values (nystrom-attention default)
+    dropout: float = 0.1  # NystromAttention(dropout=0.1), on the attention output projection
+
+
+@dataclass(frozen=True)
+class DSMILConfig:
+    """DSMIL (Li et al. 2021); defaults from binli123/dsmil-wsi ``dsmil.py`` / ``train_tcga.py``."""
+
+    q_dim: int = 128  # BClassifier: queries of 128 dims
+    nonlinear_q: bool = True  # --non_linearity 1: Linear → ReLU → Linear → Tanh
+    passing_v: bool = False  # BClassifier(passing_v=False): V = the instance features
+    dropout_v: float = 0.0  # --dropout_node 0 (only used with passing_v)
+    average: bool = True  # --average True: predict with the mean of both streams' probabilities
+
+
+@dataclass(frozen=True)
+class DTFDConfig:
+    """DTFD-MIL (Zhang et al. 2022); defaults from hrzhang1123/DTFD-MIL ``Main_DTFD_MIL.py``."""
+
+    hidden: int = 512  # --mDim 512: DimReduction Linear(D, 512, bias=False) + ReLU
+    attn_dim: int = 128  # Attention_Gated(L=512, D=128)
+    pseudo_bags: int = 3  # M; the training functions' default (their argparse says 4)
+    distill: str = "afs"  # --distill_type AFS; options maxmin (MaxMinS) | max (MaxS)
+    instances_per_group: int = 1  # total_instance // numGroup = 1 (MaxMinS / MaxS only)
+    dropout: float = 0.0  # --droprate 0 (tier-1 classifier input)
+    dropout_2: float = 0.0  # --droprate_2 0 (tier-2 classifier input)
+    eval_seed: int = 0  # eval-mode pseudo-bags: a fixed permutation seeded by this
+
+
+@dataclass(frozen=True)
+class PatchGCNConfig:
+    """Patch-GCN (Chen et al. 2021); defaults from mahmoodlab/Patch-GCN ``model_graph_mil.py``."""
+
+    hidden: int = 128  # hidden_dim 128: fc Linear(D, 128) + ReLU + Dropout(0.25)
+    layers: int = 3  # GENConv layers (num_layers=4 counts the input fc)
+    block: str = "res"  # DeepGCNLayer(block='res'); 'res+' as DeeperGCN
+    gcn_dropout: float = 0.1  # DeepGCNLayer(dropout=0.1)
+    dropout: float = 0.25  # fc, path_phi, path_rho and the gated attention branches
+    learn_t: bool = True  # GENConv(aggr='softmax', t=1.0, learn_t=True, num_layers=2,
+    #                       norm='layer')
+
+
+@dataclass(frozen=True)
+class HeatmapConfig:
+    """``srmil heatmap`` / the report's gallery (issue #7)."""
+
+    method: str = "auto"  # auto: attention when the model has it, else gradient × input
+    norm: str = "rank"  # rank percentile within the slide (never "cold all over") | minmax
+    cmap: str = "viridis"  # perceptually uniform; dark low end stands out on white glass
+    max_side: int = 1200  # px of the bag-only heatmap's long side (the chosen resolution)
+    thumb_side: int = 1200  # px of the thumbnail read for the overlay (= each panel: no waste)
+    alpha: float = 0.5  # opacity of the scores over the thumbnail
+    top_k: int = 8  # patches listed (and cropped, with a slide) at each end; CLAM's B=8
+    crop_px: int = 224  # side of the saved patch crops
+    geojson: bool = True  # QuPath detections, one square per patch
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation and model selection (METHOD.md, Optimisation)."""
 
@@ -130,6 +209,36 @@ class TrainConfig:
     precision: str = "32-true"  # Lightning precision string, e.g. bf16-mixed on a GPU
     cache_gb: float = 4.0  # keep the cohort's bags in memory when they fit in this many GiB
     bootstrap: int = 1000  # resamples for the 95 % confidence intervals
+
+
+@dataclass(frozen=True)
+class TissueConfig:
+    """Classical tissue segmentation on a low-resolution image (``srmil segment``).
+
+    Otsu on the HSV saturation, then morphology; sizes are in micrometres so they mean the same
+    on every scanner. TRIDENT's Otsu model and CLAM's segmentation work on a similar thumbnail.
+    """
+
+    seg_mpp: float = 4.0  # µm per pixel of the segmentation image (≈ 2.5×): cells are ~10 µm
+    max_side: int = 8192  # cap on the segmentation image's longer side (memory on huge slides)
+    median_um: float = 24.0  # median filter on the saturation before thresholding (denoise)
+    min_saturation: float = 0.05  # floor on the Otsu threshold: a blank slide has no tissue
+    close_um: float = 16.0  # closing radius that joins fragments of one piece of tissue
+    min_tissue_mm2: float = 0.01  # drop tissue components smaller than this (dust, debris)
+    min_hole_mm2: float = 0.005  # fill holes smaller than this; bigger ones stay holes
+    simplify_px: float = 1.0  # polygon simplification tolerance, in segmentation pixels
+    thumbnail_side: int = 1000  # QC thumbnails' longer side (TRIDENT: 1000)
+
+
+@dataclass(frozen=True)
+class PatchConfig:
+    """Patch grid on level 0 (``srmil patch``); defaults from the issue: 20×, 224 px, overlap 0."""
+
+    magnification: int = 20  # target magnification of the patches
+    patch_size: int = 224  # pixels at the target magnification
+    overlap: int = 0  # pixels at the target magnification (TRIDENT's ``overlap``)
+    min_tissue: float = 0.25  # keep a patch when at least this fraction of it is tissue
+    mask_resolution: int = 16  # tissue-mask pixels per patch side when measuring the fraction
 
 
 @dataclass(frozen=True)

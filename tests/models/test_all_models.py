@@ -12,7 +12,14 @@ NAMES = MODELS.names()
 NO_ATTENTION = {"mean", "max"}  # pooling without per-patch weights
 SMALL = {"srmil": {"heads": 2, "hidden": 8, "cls_hidden": 16},
          "abmil": {"hidden": 16, "attn_dim": 8}, "abmil_gated": {"hidden": 16, "attn_dim": 8},
-         "mean": {"hidden": 16}, "max": {"hidden": 16}}
+         "mean": {"hidden": 16}, "max": {"hidden": 16},
+         # subtyping: every instance classifier gets a gradient on every bag (without it the
+         # classifiers of the other classes are unused by design, see test_baselines.py)
+         "clam_sb": {"hidden": 16, "attn_dim": 8, "k_sample": 3, "subtyping": True},
+         "transmil": {"dim": 16, "heads": 2, "landmarks": 8, "residual_kernel": 3,
+                      "pinv_iterations": 2},
+         "dsmil": {"q_dim": 8}, "dtfd": {"hidden": 16, "attn_dim": 8},
+         "patchgcn": {"hidden": 8, "layers": 2}}
 
 
 def make_bag(n: int, d: int, y: int, seed: int, shift: float = 0.0) -> GraphBag:

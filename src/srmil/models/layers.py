@@ -184,21 +184,25 @@ class GatedAttentionPool(nn.Module):
         in_dim: node embedding size L.
         hidden_dim: attention hidden size M.
         gated: multiply by the sigmoid gate :math:`\mathrm{sigm}(\mathbf{U}\mathbf{h}_i)`.
+        dropout: dropout on the tanh and the gate branches (CLAM's ``Attn_Net_Gated``, 0.25
+            there); 0 is ABMIL's.
 
     Shapes:
         - input: (N, L) node embeddings.
         - output: pooled (L,) and weights (N,) that sum to 1.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, gated: bool = True) -> None:
+    def __init__(self, in_dim: int, hidden_dim: int, gated: bool = True,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         self.value = nn.Linear(in_dim, hidden_dim)
         self.gate = nn.Linear(in_dim, hidden_dim) if gated else None
         self.score = nn.Linear(hidden_dim, 1)
+        self.drop = nn.Dropout(dropout)  # parameter-free: old state dicts still load
 
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        a = torch.tanh(self.value(h))  # (N, M)
+        a = self.drop(torch.tanh(self.value(h)))  # (N, M)
         if self.gate is not None:
-            a = a * torch.sigmoid(self.gate(h))  # (N, M)
+            a = a * self.drop(torch.sigmoid(self.gate(h)))  # (N, M)
         w = torch.softmax(self.score(a).squeeze(-1), dim=0)  # (N,)
         return w @ h, w  # (L,), (N,)
