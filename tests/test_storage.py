@@ -21,3 +21,16 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
             raise RuntimeError("killed mid-write")
     assert not dest.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_the_usual_mode_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        p = write_text(tmp_path / "report.html", "<html></html>")
+    finally:
+        os.umask(umask)
+    # the module reads the umask at import; the default (0o022 here) gives rw-r--r--
+    assert stat.S_IMODE(p.stat().st_mode) & 0o044 == 0o044

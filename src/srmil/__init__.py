@@ -1,17 +1,37 @@
-"""srmil: spatially regularised multiple-instance learning for whole-slide images."""
+"""srmil: spatially regularised multiple-instance learning for whole-slide images.
+
+The public API is re-exported here lazily (PEP 562), so that ``import srmil`` and the command
+line start without importing torch, scikit-learn or h5py until something needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from srmil.bags.bag import FeatureBag  # noqa: E402
-from srmil.bags.cohort import Cohort, load_cohort, read_labels  # noqa: E402
-from srmil.bags.readers import BAG_READERS, find_bags, read_bag  # noqa: E402
-from srmil.bags.splits import make_splits, read_splits  # noqa: E402
-from srmil.config import GraphConfig, SplitConfig, SynthConfig  # noqa: E402
-from srmil.errors import Problem, SrmilError  # noqa: E402
-from srmil.graphs.grid import SpatialGraph, build_edge_index, build_graph  # noqa: E402
+_EXPORTS = {
+    "FeatureBag": "srmil.bags.bag",
+    "Cohort": "srmil.bags.cohort", "load_cohort": "srmil.bags.cohort",
+    "read_labels": "srmil.bags.cohort",
+    "BAG_READERS": "srmil.bags.readers", "find_bags": "srmil.bags.readers",
+    "read_bag": "srmil.bags.readers",
+    "make_splits": "srmil.bags.splits", "read_splits": "srmil.bags.splits",
+    "GraphConfig": "srmil.config", "SplitConfig": "srmil.config", "SynthConfig": "srmil.config",
+    "Problem": "srmil.errors", "SrmilError": "srmil.errors",
+    "SpatialGraph": "srmil.graphs.grid", "build_edge_index": "srmil.graphs.grid",
+    "build_graph": "srmil.graphs.grid",
+}
 
-__all__ = [
-    "BAG_READERS", "Cohort", "FeatureBag", "GraphConfig", "Problem", "SpatialGraph",
-    "SplitConfig", "SrmilError", "SynthConfig", "build_edge_index", "build_graph", "find_bags",
-    "load_cohort", "make_splits", "read_bag", "read_labels", "read_splits",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'srmil' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -65,3 +65,109 @@ def bench_graph(sizes: tuple[int, ...] = (10_000, 100_000), repeats: int = 5,
             "kdtree_median_s": float(np.median(ktimes)), "dense_s": dense_s,
         })
     return out
+
+
+def _synthetic_slide(side: int = 2048, seed: int = 0):
+    """An in-memory H&E-like slide (stain densities through skimage's hed2rgb, 20×)."""
+    from skimage.color import hed2rgb
+
+    from srmil.slides.readers import Slide
+
+    rng = np.random.default_rng(seed)
+    hed = np.zeros((side, side, 3))
+    blobs = rng.uniform(0, 1, (side // 32, side // 32))
+    hed[..., 0] = 0.08 * np.kron(blobs, np.ones((32, 32))) * rng.uniform(0.5, 1.5, (side, side))
+    hed[..., 1] = 0.04 * rng.uniform(0.5, 1.5, (side, side))
+    image = (hed2rgb(hed) * 255).clip(0, 255).astype(np.uint8)  # (side, side, 3)
+
+    class MemorySlide(Slide):
+        def read_region(self, xy, level, size):
+            x, y = int(xy[0]), int(xy[1])
+            out = np.full((int(size[1]), int(size[0]), 3), 255, np.uint8)
+            crop = image[y:y + out.shape[0], x:x + out.shape[1]]
+            out[:crop.shape[0], :crop.shape[1]] = crop
+            return out
+
+    s = MemorySlide()
+    s.path, s.slide_id = None, "synthetic"
+    s.dimensions = (side, side)
+    s.level_count, s.level_dimensions, s.level_downsamples = 1, ((side, side),), (1.0,)
+    s.mpp, s.magnification = 0.5, 20
+    return s
+
+
+def bench_extract(slide_path: str | None = None, n_patches: int = 128,
+                  workers: tuple[int, ...] = (0, 2), batch_size: int = 32,
+                  encoders: tuple[str, ...] = ("stain_stats", "resnet50_trunc"),
+                  patch_size: int = 224) -> tuple[str, list[dict]]:
+    """Patches per second on the CPU of reading alone, of each encoder alone (patches already
+    in memory), and of read + encode through ``encode_patches`` (the ``extract_slide`` loop),
+    for each DataLoader worker count. ResNet-50 runs with random weights (same cost).
+
+    Patches: the tissue patches (20×, ``patch_size`` px) of ``slide_path`` (default: the
+    CMU-1 fixture when fetched, else an in-memory synthetic slide), repeated in order up to
+    ``n_patches``.
+
+    Returns:
+        (a line describing the input, rows of {stage, encoder, workers, patches, seconds,
+        patches_per_s}).
+    """
+    from pathlib import Path
+
+    import torch
+
+    from srmil.config import PatchConfig
+    from srmil.features.encoders import create_encoder
+    from srmil.features.extract import PatchDataset, _worker_init, encode_patches
+    from srmil.slides.patching import read_patch, select_patches
+    from srmil.slides.readers import open_slide
+    from srmil.slides.tissue import segment_tissue
+
+    fixture = Path(__file__).resolve().parents[2] / ".cache" / "fixtures" / "cmu_small_region.svs"
+    if slide_path is None and fixture.is_file():
+        slide_path = str(fixture)
+    slide = open_slide(slide_path) if slide_path else _synthetic_slide()
+    cfg = PatchConfig(magnification=20, patch_size=patch_size)
+    coords, _, grid = select_patches(slide, segment_tissue(slide).polygons, cfg)
+    if len(coords) == 0:
+        raise RuntimeError(f"no tissue patches on {slide_path or 'the synthetic slide'}")
+    distinct = len(coords)
+    coords = np.resize(coords, (n_patches, 2))  # repeat in order
+    ps0 = grid.patch_size_level0
+    source = (f"{slide_path or 'synthetic in-memory slide'} ({slide.dimensions[0]}×"
+              f"{slide.dimensions[1]}, {slide.magnification}×): {n_patches} patches of "
+              f"{patch_size} px at 20× ({distinct} distinct tissue patches, repeated)")
+    rows: list[dict] = []
+
+    def row(stage: str, enc: str | None, w: int | None, seconds: float) -> None:
+        rows.append({"stage": stage, "encoder": enc, "workers": w, "patches": n_patches,
+                     "seconds": seconds, "patches_per_s": n_patches / seconds})
+
+    built = {name: create_encoder(name, allow_random=True) for name in encoders}
+    for w in workers:
+        ds = PatchDataset(slide, coords, ps0, patch_size)
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=batch_size, num_workers=w,
+            worker_init_fn=_worker_init if w else None)
+        t0 = time.perf_counter()
+        for _ in loader:
+            pass
+        row("read", None, w, time.perf_counter() - t0)
+    sample = np.stack([read_patch(slide, xy, ps0, patch_size) for xy in coords[:batch_size]])
+    for name, enc in built.items():
+        with torch.inference_mode():
+            enc(enc.preprocess(sample[:2]))  # warm-up
+            t0 = time.perf_counter()
+            done = 0
+            while done < n_patches:
+                enc(enc.preprocess(sample))
+                done += len(sample)
+            row("encode", name, None, (time.perf_counter() - t0) * n_patches / done)
+        for w in workers:
+            out = np.zeros((n_patches, enc.dim), np.float32)
+            t0 = time.perf_counter()
+            encode_patches(slide, coords, ps0, enc, out, batch_size=batch_size, num_workers=w,
+                           progress=False, amp=False, desc="", overall=None)
+            row("read+encode", name, w, time.perf_counter() - t0)
+    slide.close()
+    return source, rows

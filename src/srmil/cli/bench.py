@@ -12,13 +12,26 @@ from srmil.bench import bench_graph
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run a benchmark and print its figures")
-    p.add_argument("what", choices=["graph"], help="graph: spatial graph build time")
-    p.add_argument("--sizes", default="10000,100000", help="comma-separated patch counts")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("what", choices=["graph", "extract", "heatmap"],
+                   help="graph: spatial graph build time; extract: patch reading and encoding "
+                        "throughput on the CPU; heatmap: time and memory of each heatmap stage")
+    p.add_argument("--sizes", default="10000,100000", help="graph: comma-separated patch counts")
+    p.add_argument("--repeats", type=int, default=5, help="graph: repeats per size")
+    p.add_argument("--slide", default=None, help="extract: slide file (default: the CMU-1 "
+                   "fixture of `make fixtures`, else a synthetic in-memory slide)")
+    p.add_argument("--patches", type=int, default=128, help="extract: patches per measurement")
+    p.add_argument("--workers", default="0,2", help="extract: DataLoader worker counts")
+    p.add_argument("--batch-size", type=int, default=32, help="extract: patches per batch")
+    p.add_argument("--encoders", default="stain_stats,resnet50_trunc",
+                   help="extract: encoders to time (presets run with random weights)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.what == "extract":
+        return run_extract(args)
+    if args.what == "heatmap":
+        return run_heatmap(args)
     sizes = tuple(int(s) for s in args.sizes.split(","))
     print(f"graph build, window 2, tissue-like grid at step 448; median of {args.repeats} "
           f"({platform.processor() or platform.machine()}, torch threads "
@@ -29,4 +42,42 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r['patches']:>9,} {r['edges']:>10,} {r['builder']:>8} {r['median_s']:>9.3f} "
               f"{r['min_s']:>7.3f} {r['kdtree_median_s']:>9.3f} "
               + (f"{r['dense_s']:>8.2f}" if r["dense_s"] is not None else f"{'-':>8}"))
+    return 0
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    from srmil.bench import bench_extract
+
+    workers = tuple(int(w) for w in args.workers.split(","))
+    source, rows = bench_extract(args.slide, args.patches, workers, args.batch_size,
+                                 tuple(args.encoders.split(",")))
+    print(f"feature extraction on the CPU ({platform.processor() or platform.machine()}, "
+          f"torch threads {torch.get_num_threads()}, batch {args.batch_size}); {source}; "
+          "encoders with random weights (same cost as trained ones)")
+    print(f"{'stage':<12} {'encoder':<16} {'workers':>7} {'patches/s':>10} {'seconds':>8}")
+    for r in rows:
+        w = "-" if r["workers"] is None else str(r["workers"])
+        print(f"{r['stage']:<12} {r['encoder'] or '-':<16} {w:>7} {r['patches_per_s']:>10.1f} "
+              f"{r['seconds']:>8.2f}")
+    read = max(r["patches_per_s"] for r in rows if r["stage"] == "read")
+    for r in rows:
+        if r["stage"] == "encode":
+            slow = "encoding" if r["patches_per_s"] < read else "reading"
+            print(f"{r['encoder']}: reading up to {read:.1f} patches/s, encoding "
+                  f"{r['patches_per_s']:.1f} patches/s: {slow} is the bottleneck")
+    return 0
+
+
+def run_heatmap(args: argparse.Namespace) -> int:
+    from srmil.reports.bench import bench_heatmap
+
+    sizes = tuple(int(s) for s in args.sizes.split(","))
+    print(f"heatmap stages on synthetic tissue-like bags (D=256, step 448), one run each "
+          f"({platform.processor() or platform.machine()}, torch threads "
+          f"{torch.get_num_threads()}); peak = numpy/Python allocations in the stage "
+          "(tracemalloc), maxrss = process peak RSS so far")
+    print(f"{'patches':>9} {'stage':<26} {'seconds':>8} {'peak MiB':>9} {'maxrss MiB':>10}")
+    for r in bench_heatmap(sizes):
+        print(f"{r['patches']:>9,} {r['stage']:<26} {r['seconds']:>8.2f} {r['peak_mib']:>9.1f} "
+              f"{r['maxrss_mib']:>10.0f}")
     return 0

@@ -9,9 +9,15 @@ import warnings
 
 from srmil import __version__
 from srmil.cli import bench, check, compare, demo, evaluate, models, predict, synth, train
+from srmil.cli import extract as extract_cli
+from srmil.cli import heatmap as heatmap_cli
+from srmil.cli import patch as patch_cli
+from srmil.cli import report as report_cli
+from srmil.cli import segment as segment_cli
 from srmil.errors import SrmilError
 
-SUBCOMMANDS = (synth, check, train, evaluate, predict, compare, models, bench, demo)
+SUBCOMMANDS = (synth, check, train, evaluate, predict, compare, models, bench, demo,
+               heatmap_cli, report_cli, segment_cli, patch_cli, extract_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,4 +54,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,0 +1,257 @@
+"""``srmil report``: one self-contained HTML page about a run.
+
+``RUN/report/index.html`` embeds every image (base64 PNG), so the one file can be mailed or
+archived; the PNGs also lie beside it (``figures/``, ``heatmaps/``) for slides and papers.
+Sections: summary (mean ± std, 95 % CI), per-fold metrics, class map, ROC and PR curves per
+fold, confusion matrix, training curves, configuration, and a gallery of the heatmaps of the
+most and least confident test slides (confidence = the predicted class's probability; each
+slide drawn with the fold model whose test split held it).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from srmil.config import HeatmapConfig
+from srmil.errors import SrmilError
+from srmil.storage import write_text
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;
+max-width:1150px;color:#222;line-height:1.4;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;border-bottom:1px solid #ddd;
+padding-bottom:.2rem;margin-top:2rem}.meta{color:#666;font-size:.9rem}
+table{border-collapse:collapse;font-size:.88rem;margin:.5rem 0}
+th,td{border:1px solid #ddd;padding:.25rem .6rem;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+.figs{display:flex;flex-wrap:wrap;gap:1rem}.figs figure{margin:0;flex:1 1 45%;min-width:320px}
+.figs img{width:100%}
+img{max-width:100%;height:auto;border:1px solid #eee}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:1rem}
+.card{border:1px solid #ddd;border-radius:6px;padding:.5rem;font-size:.85rem}
+.ok{color:#1a7f37}.wrong{color:#c62828}pre{background:#f7f7f7;padding:.8rem;overflow:auto;
+font-size:.8rem}.note{color:#8a5a00}
+"""
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def _table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = []
+    for row in df.itertuples(index=False):  # keeps each column's type (ints stay ints)
+        cells = []
+        for v in row:
+            if isinstance(v, float | np.floating):
+                txt = "–" if np.isnan(v) else floatfmt.format(v)
+            else:
+                txt = str(v)
+            cells.append(f"<td>{html.escape(txt)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _fold_tables(run: Path) -> dict[int, pd.DataFrame]:
+    out = {}
+    for d in sorted(run.glob("fold_*"), key=lambda d: int(d.name.split("_")[1])):
+        p = d / "predictions.csv"
+        if p.exists():
+            out[int(d.name.split("_")[1])] = pd.read_csv(p, dtype={"slide_id": str})
+    return out
+
+
+def _probs(t: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    return t[[f"prob_{c}" for c in classes]].to_numpy(dtype=float)
+
+
+def confidence_ranking(tests: dict[int, pd.DataFrame], classes: list[str], k: int
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``k`` most and ``k`` least confident test slides over all folds.
+
+    Confidence is the probability of the predicted class. Returns two tables with columns
+    ``slide_id, fold, label, pred, confidence, correct``.
+    """
+    rows = []
+    for f, t in tests.items():
+        p = _probs(t, classes)
+        for i, sid in enumerate(t["slide_id"]):
+            pred = int(p[i].argmax())
+            rows.append({"slide_id": sid, "fold": f, "label": t["label"].iloc[i],
+                         "pred": classes[pred], "confidence": float(p[i, pred]),
+                         "correct": t["label"].iloc[i] == classes[pred]})
+    df = pd.DataFrame(rows)
+    if df.empty or k <= 0:
+        return df.head(0), df.head(0)
+    df = df.sort_values(["confidence", "slide_id"], ascending=[False, True])
+    most = df.head(k)
+    least = df[~df["slide_id"].isin(most["slide_id"])].tail(k).iloc[::-1]
+    return most.reset_index(drop=True), least.reset_index(drop=True)
+
+
+def _gallery(run: Path, out: Path, bags: Path | None, picks: list[pd.DataFrame],
+             overwrite: bool) -> str:
+    ids = [s for t in picks for s in t["slide_id"]]
+    if not ids:
+        return "<p>No test slides.</p>"
+    if bags is None or not bags.exists():
+        return (f'<p class="note">Bags not found at {html.escape(str(bags))}: no heatmaps '
+                "(pass --bags).</p>")
+    from srmil.reports.slide_heatmaps import heatmap_run
+
+    cfg = replace(HeatmapConfig(), geojson=False, max_side=700)
+    try:
+        results = heatmap_run(run, bags, out / "heatmaps", slide_ids=ids, cfg=cfg,
+                              overwrite=overwrite, progress=False)
+    except SrmilError as exc:
+        return f'<p class="note">No heatmaps: {html.escape(str(exc))}</p>'
+    status = {r.slide_id: r for r in results}
+    parts = []
+    for title, t in zip(("Most confident test slides", "Least confident test slides"), picks,
+                        strict=True):
+        cards = []
+        for _, r in t.iterrows():
+            res = status.get(r["slide_id"])
+            png = out / "heatmaps" / r["slide_id"] / "heatmap.png"
+            verdict = ('<span class="ok">correct</span>' if r["correct"]
+                       else '<span class="wrong">wrong</span>')
+            cap = (f"<b>{html.escape(r['slide_id'])}</b> (fold {r['fold']}): label "
+                   f"{html.escape(str(r['label']))}, predicted {html.escape(r['pred'])} "
+                   f"(p = {r['confidence']:.2f}), {verdict}")
+            if png.exists() and (res is None or res.status != "failed"):
+                body = _img(png, f"heatmap of {r['slide_id']}")
+            else:
+                err = res.error if res is not None else "not drawn"
+                body = f'<p class="note">{html.escape(err)}</p>'
+            cards.append(f'<div class="card">{body}<div>{cap}</div></div>')
+        parts.append(f"<h3>{title}</h3><div class=\"gallery\">{''.join(cards)}</div>")
+    return "".join(parts)
+
+
+def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
+                 bags: str | os.PathLike | None = None, gallery: int = 3,
+                 overwrite: bool = False) -> Path:
+    """Write the run's report; returns the HTML file.
+
+    Args:
+        run_dir: the run directory.
+        out: report directory (default ``RUN/report``).
+        bags: bags for the gallery's heatmaps (default: ``data.json``'s features directory).
+        gallery: slides at each end of the confidence ranking (0: no gallery).
+        overwrite: replace an existing report.
+
+    Raises:
+        SrmilError: not a run, no fold with predictions yet, or a report already there.
+    """
+    from srmil.reports.figures import confusion_figure, history_figure, pr_figure
+    from srmil.reports.roc import roc_figure
+    from srmil.training.inference import read_run
+
+    run = Path(run_dir)
+    info = read_run(run)
+    classes: list[str] = info["classes"]
+    cfg: dict[str, Any] = info["config"]
+    out = Path(out) if out is not None else run / "report"
+    page = out / "index.html"
+    if page.exists() and not overwrite:
+        raise SrmilError("already exists; pass --overwrite to replace it", page)
+    tables = _fold_tables(run)
+    if not tables:
+        raise SrmilError("no fold has predictions.csv yet: nothing to report", run)
+    tests = {k: t[t["split"] == "test"].reset_index(drop=True) for k, t in tables.items()}
+    tests = {k: t for k, t in tests.items() if len(t)}
+    figs = out / "figures"
+    sections: list[str] = []
+
+    # summary and per-fold metrics
+    summary_json = run / "summary.json"
+    if summary_json.exists():
+        s = json.loads(summary_json.read_text())
+        rows = [{"metric": m, "mean": e.get("mean", np.nan), "std": e.get("std", np.nan),
+                 "95% CI": ("–" if not e.get("ci95") or np.isnan(e["ci95"][0])
+                            else f"[{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]")}
+                for m, e in s.get("metrics", {}).items()]
+        sections.append("<h2>Summary</h2><p>Test split of each fold; 95 % bootstrap CI over "
+                        "the pooled test slides.</p>" + _table(pd.DataFrame(rows)))
+    else:
+        sections.append('<h2>Summary</h2><p class="note">No summary.json: the run is not '
+                        "finished; the figures below use the folds that have predictions.</p>")
+    if (run / "summary.csv").exists():
+        sections.append("<h2>Per-fold metrics</h2>" + _table(pd.read_csv(run / "summary.csv")))
+
+    # class map
+    counts = pd.concat(tests.values())["label"].value_counts() if tests else pd.Series()
+    cmap_rows = pd.DataFrame({"index": range(len(classes)), "class": classes,
+                              "test slides (all folds)": [int(counts.get(c, 0))
+                                                          for c in classes]})
+    sections.append("<h2>Class map</h2><p>Class index = sorted label order (classes.json); "
+                    "<code>prob_&lt;class&gt;</code> columns follow it.</p>" + _table(cmap_rows))
+
+    # curves
+    curves = {f"fold {k}": (t["target"].to_numpy(), _probs(t, classes))
+              for k, t in tests.items()}
+    imgs = []
+    if curves:
+        pos = f" (positive: {classes[1]})" if len(classes) == 2 else " (micro-average)"
+        roc = roc_figure(curves, figs / "roc.png", title=f"Test ROC per fold{pos}")
+        pr = pr_figure(curves, figs / "pr.png", title=f"Test precision-recall per fold{pos}")
+        pooled = pd.concat(tests.values(), ignore_index=True)
+        y = pooled["target"].to_numpy()
+        pred = _probs(pooled, classes).argmax(axis=1)
+        cm = confusion_figure(y, pred, classes, figs / "confusion.png")
+        imgs += [(roc, "ROC curves per fold"), (pr, "precision-recall curves per fold"),
+                 (cm, "confusion matrix")]
+        sections.append("<h2>ROC and precision-recall (test, per fold)</h2><div class=\"figs\">"
+                        + "".join(f"<figure>{_img(p, a)}</figure>" for p, a in imgs[:2])
+                        + "</div><h2>Confusion matrix (test, pooled)</h2>"
+                        + _img(cm, "confusion matrix"))
+    histories = {k: pd.read_csv(run / f"fold_{k}" / "history.csv")
+                 for k in tables if (run / f"fold_{k}" / "history.csv").exists()}
+    if histories:
+        best = {}
+        for k in histories:
+            mj = run / f"fold_{k}" / "metrics.json"
+            if mj.exists():
+                best[k] = int(json.loads(mj.read_text())["best_epoch"])
+        hist = history_figure(histories, figs / "training.png", best)
+        sections.append("<h2>Training curves</h2><p>Loss parts per epoch (mean over the "
+                        "training bags), validation loss and metrics.</p>"
+                        + _img(hist, "training curves"))
+
+    # gallery
+    if gallery > 0:
+        most, least = confidence_ranking(tests, classes, gallery)
+        bag_dir = Path(bags) if bags is not None else (
+            Path(info["data"]["features"]) if info["data"].get("features") else None)
+        sections.append("<h2>Heatmaps: most and least confident test slides</h2><p>Per-patch "
+                        "scores of the fold model whose test split held the slide, colour = "
+                        "rank percentile within the slide.</p>"
+                        + _gallery(run, out, bag_dir, [most, least], overwrite))
+
+    sections.append("<h2>Configuration</h2><pre>"
+                    + html.escape(json.dumps(cfg, indent=2), quote=False)
+                    + "</pre>")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    head = (f"<h1>srmil run report: {html.escape(run.resolve().name)}</h1>"
+            f"<p class=\"meta\">model <b>{html.escape(str(cfg.get('model')))}</b> · "
+            f"{len(tables)} fold(s) · classes {html.escape(', '.join(classes))} · srmil "
+            f"{html.escape(str(cfg.get('version', '?')))} · written {now}<br>"
+            f"run: {html.escape(str(run.resolve()))}</p>")
+    doc = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+           "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+           f"<title>srmil report: {html.escape(run.resolve().name)}</title>"
+           f"<link rel=\"icon\" href=\"data:,\"><style>{CSS}</style></head><body>"
+           + head + "".join(sections) + "</body></html>\n")
+    return write_text(page, doc, overwrite=overwrite)

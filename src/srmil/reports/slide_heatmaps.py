@@ -1,0 +1,342 @@
+"""``srmil heatmap``: score every patch of some slides with a run's model(s) and write, per slide,
+the raw scores, a heatmap, top/bottom patch lists, QuPath GeoJSON and (with the slide) an
+overlay and patch crops.
+
+Which model scores a slide of a cross-validation run: the fold model whose TEST split held the
+slide (``splits.csv``), so no slide is explained by a model that trained on it; a slide in no
+fold's test split (a new slide) gets the mean of every fold model's scores; ``fold`` picks one
+fold's model for all slides. Layout::
+
+    OUT/index.csv                 one row per slide: status, kind, folds, prediction
+    OUT/<slide_id>/scores.csv     patch, x, y, score, percentile (bag row order)
+    OUT/<slide_id>/heatmap.png    scores on the patch grid (bag alone)
+    OUT/<slide_id>/top_bottom.csv the top-k and bottom-k patches
+    OUT/<slide_id>/patches.geojson  QuPath detections with the scores as measurements
+    OUT/<slide_id>/overlay.png    with the slide: thumbnail and scores over it
+    OUT/<slide_id>/crops/         with the slide: top_01.png…, bottom_01.png…, and crops.png
+    OUT/<slide_id>/heatmap.json   what was done (written last: its presence marks the slide done)
+
+Bad input (unreadable bag, wrong slide for the bag, unreadable slide) stops that slide with one
+line; what was already written for it and for other slides stays.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from srmil.bags.bag import FeatureBag
+from srmil.bags.readers import find_bags, read_bag
+from srmil.config import HeatmapConfig
+from srmil.errors import BagError, SrmilError
+from srmil.reports.heatmaps import render_crops, render_heatmap, render_overlay
+from srmil.reports.patch_outputs import (
+    check_fits_slide,
+    read_crop,
+    scores_table,
+    top_bottom,
+    write_geojson,
+    write_png,
+)
+from srmil.reports.scores import PatchScores, ensemble_scores, rank_percentile
+from srmil.storage import write_csv, write_json
+
+DONE_FILE = "heatmap.json"
+
+
+def test_folds(run_dir: str | os.PathLike) -> dict[str, int]:
+    """slide_id → the fold whose test split holds it (from the run's ``splits.csv``)."""
+    path = Path(run_dir) / "splits.csv"
+    if not path.exists():
+        return {}
+    s = pd.read_csv(path, dtype={"slide_id": str})
+    t = s[s["split"] == "test"]
+    return dict(zip(t["slide_id"], t["fold"].astype(int), strict=True))
+
+
+@dataclass
+class SlideScores:
+    """One slide scored: the bag, its scores and the prediction that came with them."""
+
+    bag: FeatureBag
+    scores: PatchScores
+    probs: np.ndarray
+    folds: list[int]
+    rule: str
+
+
+class RunScorer:
+    """The selected fold models of a run, ready to score bags.
+
+    Args:
+        run_dir: the run directory.
+        fold: use this fold's model for every slide (default: the slide's test fold).
+        method: ``auto`` | ``attention`` | ``gradient`` (:func:`srmil.reports.scores.patch_scores`).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, fold: int | None = None,
+                 method: str = "auto") -> None:
+        from srmil.training.inference import graph_config, load_run_models
+
+        self.run_dir = Path(run_dir)
+        self.run, models = load_run_models(run_dir, fold)
+        self.classes: list[str] = self.run["classes"]
+        self.models = dict(models)
+        self.graph = graph_config(self.run)
+        self.fixed = fold
+        self.method = method
+        self.test_fold = test_folds(run_dir)
+        self.model_name = self.run["config"]["model"]
+
+    def folds_for(self, slide_id: str) -> tuple[list[int], str]:
+        """The fold models that score ``slide_id`` and why."""
+        if self.fixed is not None:
+            return [self.fixed], f"fold {self.fixed} (chosen)"
+        k = self.test_fold.get(slide_id)
+        if k is not None and k in self.models:
+            return [k], f"fold {k} (its test split held the slide)"
+        ks = sorted(self.models)
+        if len(ks) == 1:
+            return ks, f"fold {ks[0]} (the run's only model; slide in no test split)"
+        return ks, f"mean over folds {','.join(map(str, ks))} (slide in no test split)"
+
+    def score(self, bag_path: Path, slide_id: str | None = None) -> SlideScores:
+        """Read a bag and score its patches."""
+        from srmil.graphs.graph_bag import to_graph_bag
+
+        bag = read_bag(bag_path)
+        sid = slide_id or bag.slide_id
+        errors = [p for p in bag.problems() if p.is_error]
+        if errors:
+            raise BagError(errors[0].message, bag_path)
+        if bag.coords is None:
+            raise BagError("no coordinates: a heatmap needs the patch positions", bag_path)
+        folds, rule = self.folds_for(sid)
+        nets = [self.models[k] for k in folds]
+        if bag.dim != nets[0].in_dim:
+            raise BagError(f"feature dimension {bag.dim} differs from the model's "
+                           f"{nets[0].in_dim}", bag_path)
+        gb = to_graph_bag(bag, self.graph, with_graph=nets[0].uses_graph)
+        gb.slide_id = sid
+        scores, probs = ensemble_scores(nets, gb, self.method)
+        if len(scores.scores) != bag.n_patches:
+            raise SrmilError(f"the model gave {len(scores.scores)} scores for "
+                             f"{bag.n_patches} patches", bag_path)
+        return SlideScores(bag, scores, probs, folds, rule)
+
+
+def _step(bag: FeatureBag) -> float:
+    from srmil.graphs.grid import resolve_step
+
+    est = resolve_step(bag)
+    if est.step is not None:
+        return float(est.step)
+    return float(bag.patch_size_level0 or 1.0)  # a single patch: any cell size draws it
+
+
+def _slide_errors() -> tuple[type[BaseException], ...]:
+    errs: list[type[BaseException]] = [SrmilError, OSError]
+    try:
+        import openslide
+
+        errs.append(openslide.OpenSlideError)
+    except ImportError:  # pragma: no cover - openslide-python is a dependency
+        pass
+    return tuple(errs)
+
+
+@dataclass
+class SlideResult:
+    slide_id: str
+    status: str  # done | skipped | failed
+    info: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+def heatmap_slide(
+    out_dir: Path, scored: SlideScores, classes: list[str], cfg: HeatmapConfig = HeatmapConfig(),
+    slide_path: Path | None = None, model: str = "",
+) -> dict[str, Any]:
+    """Write one slide's outputs (see the module doc); ``heatmap.json`` last.
+
+    A slide directory without ``heatmap.json`` is unfinished: its files are replaced. The
+    caller skips finished slides (or passes them on ``--overwrite``).
+
+    Raises:
+        SrmilError: the slide does not fit the bag or cannot be read. The bag-only outputs are
+            already written by then and stay.
+    """
+    bag, ps = scored.bag, scored.scores
+    coords = np.asarray(bag.coords, dtype=np.float64)
+    step = _step(bag)
+    size = float(bag.patch_size_level0 or step)
+    pct = rank_percentile(ps.scores)
+    table = scores_table(bag.coords, ps.scores, pct)
+    sid = out_dir.name
+    pred = int(np.argmax(scored.probs))
+    what = ps.kind if ps.target is None else f"{ps.kind} (class {classes[ps.target]})"
+    title = (f"{sid}: predicted {classes[pred]} (p = {scored.probs[pred]:.2f})"
+             f"\n{model} {what}, {scored.rule}")
+    files = {"scores": "scores.csv", "heatmap": "heatmap.png", "top_bottom": "top_bottom.csv"}
+    overwrite = True  # see the docstring: only heatmap.json marks finished work
+    write_csv(out_dir / "scores.csv", table, overwrite)
+    render_heatmap(out_dir / "heatmap.png", coords, ps.scores, step, norm=cfg.norm,
+                   kind=ps.kind, title=title, cmap=cfg.cmap, max_side=cfg.max_side,
+                   unit=bag.coord_unit, overwrite=overwrite)
+    tb = top_bottom(table, cfg.top_k)
+    info: dict[str, Any] = {
+        "slide_id": sid, "bag": str(bag.source), "patches": bag.n_patches, "kind": ps.kind,
+        "target_class": None if ps.target is None else classes[ps.target],
+        "folds": scored.folds, "rule": scored.rule, "pred": classes[pred],
+        **{f"prob_{c}": float(p) for c, p in zip(classes, scored.probs, strict=True)},
+        "norm": cfg.norm, "step": step, "patch_size_level0": size, "unit": bag.coord_unit,
+        "slide": None if slide_path is None else str(slide_path),
+    }
+    if cfg.geojson and bag.coord_unit == "px":
+        write_geojson(out_dir / "patches.geojson", coords, size,
+                      {"score": ps.scores, "score_percentile": pct}, name=sid,
+                      overwrite=overwrite)
+        files["geojson"] = "patches.geojson"
+    write_csv(out_dir / "top_bottom.csv", tb, overwrite)  # stays if the slide then fails
+    if slide_path is not None:
+        tb["crop"] = ""
+        files.update(_slide_outputs(out_dir, slide_path, bag, coords, ps, tb, step, size, cfg,
+                                    title, overwrite))
+        write_csv(out_dir / "top_bottom.csv", tb, overwrite)  # now with the crops' files
+    if cfg.geojson and bag.coord_unit != "px" and slide_path is None:
+        info["geojson_skipped"] = "coordinates in µm: give the slide (--slides) for pixels"
+    info["files"] = files
+    write_json(out_dir / DONE_FILE, info, overwrite)
+    return info
+
+
+def _slide_outputs(out_dir: Path, slide_path: Path, bag: FeatureBag, coords: np.ndarray,
+                   ps: PatchScores, tb: pd.DataFrame, step: float, size: float,
+                   cfg: HeatmapConfig, title: str, overwrite: bool) -> dict[str, str]:
+    from srmil.slides.readers import open_slide
+
+    try:
+        slide = open_slide(slide_path)
+    except _slide_errors() as exc:
+        if isinstance(exc, SrmilError):
+            raise
+        raise SrmilError(f"cannot read the slide: {exc}", slide_path) from None
+    files: dict[str, str] = {}
+    try:
+        scale = 1.0
+        if bag.coord_unit == "um":  # STAMP: micrometres → level-0 pixels
+            scale = 1.0 / float(slide.mpp)
+        cpx, step_px, size_px = coords * scale, step * scale, size * scale
+        check_fits_slide(cpx, tuple(slide.dimensions), slide_path, bag.source)
+        thumb, per_px = slide.thumbnail(cfg.thumb_side)
+        render_overlay(out_dir / "overlay.png", thumb, float(per_px), cpx, ps.scores, step_px,
+                       norm=cfg.norm, kind=ps.kind, title=title, cmap=cfg.cmap,
+                       alpha=cfg.alpha, max_side=cfg.max_side, overwrite=overwrite)
+        files["overlay"] = "overlay.png"
+        if bag.coord_unit == "um" and cfg.geojson:
+            write_geojson(out_dir / "patches.geojson", cpx, size_px,
+                          {"score": ps.scores, "score_percentile": rank_percentile(ps.scores)},
+                          name=out_dir.name, overwrite=overwrite)
+            files["geojson"] = "patches.geojson"
+        crops: dict[str, list] = {"top": [], "bottom": []}
+        vals: dict[str, list] = {"top": [], "bottom": []}
+        for i, row in tb.iterrows():
+            xy = (int(round(row["x"] * scale)), int(round(row["y"] * scale)))
+            img = read_crop(slide, xy, int(round(size_px)), cfg.crop_px)
+            name = f"crops/{row['group']}_{int(row['rank']):02d}.png"
+            write_png(out_dir / name, img, overwrite)
+            tb.loc[i, "crop"] = name
+            crops[row["group"]].append(img)
+            vals[row["group"]].append(f"{row['score']:.3g} at ({row['x']:g}, {row['y']:g})")
+        if len(tb):
+            render_crops(out_dir / "crops" / "crops.png", crops["top"], crops["bottom"],
+                         vals["top"], vals["bottom"], ps.kind, overwrite)
+            files["crops"] = "crops/crops.png"
+    except _slide_errors() as exc:
+        if isinstance(exc, SrmilError):
+            raise
+        raise SrmilError(f"cannot read the slide: {exc}", slide_path) from None
+    finally:
+        slide.close()
+    return files
+
+
+def _find_slides(slides_dir: Path | None) -> dict[str, Path]:
+    if slides_dir is None:
+        return {}
+    from srmil.slides.readers import find_slides
+
+    if not Path(slides_dir).is_dir():
+        raise SrmilError("not a directory of slides", slides_dir)
+    return find_slides(Path(slides_dir))
+
+
+def heatmap_run(
+    run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.PathLike,
+    slides_dir: str | os.PathLike | None = None, slide_ids: list[str] | None = None,
+    fold: int | None = None, cfg: HeatmapConfig = HeatmapConfig(), overwrite: bool = False,
+    progress: bool = True, scorer: RunScorer | None = None,
+) -> list[SlideResult]:
+    """Heatmaps of the given slides (default: every bag) with a run's model(s).
+
+    A slide whose ``heatmap.json`` exists is skipped unless ``overwrite``. Failures are
+    collected, printed as one line each on stderr, and the other slides go on.
+
+    Returns:
+        One :class:`SlideResult` per slide; ``OUT/index.csv`` lists every finished slide in
+        ``out`` and this call's failures.
+    """
+    from tqdm import tqdm
+
+    out = Path(out)
+    found = find_bags(bags)
+    if slide_ids:
+        missing = [s for s in slide_ids if s not in found]
+        if missing:
+            raise SrmilError(f"no bag for slide(s) {', '.join(missing[:5])}"
+                             + (" …" if len(missing) > 5 else ""), bags)
+        found = {s: found[s] for s in slide_ids}
+    slides = _find_slides(Path(slides_dir) if slides_dir is not None else None)
+    scorer = scorer or RunScorer(run_dir, fold, cfg.method)
+    results = []
+    for sid, path in tqdm(found.items(), desc="heatmap", unit="slide", leave=False,
+                          disable=None if progress else True, file=sys.stderr):
+        d = out / sid
+        if (d / DONE_FILE).exists() and not overwrite:
+            results.append(SlideResult(sid, "skipped"))
+            continue
+        (d / DONE_FILE).unlink(missing_ok=True)  # --overwrite: the slide is unfinished again
+        try:
+            scored = scorer.score(path, sid)
+            info = heatmap_slide(d, scored, scorer.classes, cfg, slides.get(sid),
+                                 scorer.model_name)
+            results.append(SlideResult(sid, "done", info))
+        except SrmilError as exc:
+            print(f"srmil heatmap: error: {exc}", file=sys.stderr)
+            results.append(SlideResult(sid, "failed", error=str(exc)))
+    write_index(out, results, overwrite=True)
+    return results
+
+
+def write_index(out: Path, results: list[SlideResult], overwrite: bool = True) -> Path:
+    """``OUT/index.csv``: every finished slide in ``out`` plus this call's failures."""
+    import json
+
+    rows = []
+    for p in sorted(out.glob(f"*/{DONE_FILE}")):
+        info = json.loads(p.read_text())
+        rows.append({"slide_id": info["slide_id"], "status": "done",
+                     **{k: v for k, v in info.items()
+                        if k not in ("slide_id", "files", "bag", "slide")},
+                     "folds": ",".join(map(str, info.get("folds", []))), "error": ""})
+    done = {r["slide_id"] for r in rows}
+    rows += [{"slide_id": r.slide_id, "status": "failed", "error": r.error}
+             for r in results if r.status == "failed" and r.slide_id not in done]
+    out.mkdir(parents=True, exist_ok=True)
+    return write_csv(out / "index.csv", pd.DataFrame(rows), overwrite=overwrite)

@@ -1,0 +1,388 @@
+"""Slide files → tissue contours → patch coordinates (→ features), resumable, in TRIDENT's layout.
+
+Job directory (TRIDENT's, plus srmil's status tables)::
+
+    <job>/
+      thumbnails/<slide>.jpg  contours/<slide>.jpg  contours_geojson/<slide>.geojson
+      status_segment.csv
+      <mag>x_<ps>px_<ov>px_overlap/
+        patches/<slide>_patches.h5   visualization/<slide>.jpg   status_patch.csv
+        features_<encoder>/<slide>.h5                             status_features_<encoder>.csv
+
+Each stage skips a slide whose output exists and is valid for the current settings, redoes one
+that is truncated or stale (patches made from other contours, features from other patches),
+and never stops the cohort for one bad slide: its row says ``failed`` with one line. The
+features stage is given by the caller (``FeaturesStage``), so this layer does not import the
+encoders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from srmil.config import PatchConfig, TissueConfig
+from srmil.errors import SrmilError
+from srmil.slides.job import Claim, StatusRow, StatusTable, ensure_writable
+from srmil.slides.patching import (
+    TRIDENT_COORDS_ATTRS,
+    read_patches,
+    select_patches,
+    trident_dir,
+    write_patches,
+)
+from srmil.slides.readers import Slide, open_slide
+from srmil.slides.tissue import (
+    draw_contours,
+    polygons_to_geojson,
+    read_geojson,
+    segment_tissue,
+)
+from srmil.storage import atomic_path, write_json
+
+STAGES = ("segment", "patch", "features")
+_EXC_PREFIX = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
+
+
+def one_line(text: str) -> str:
+    """One line of an error message; from a re-raised traceback (DataLoader workers), its last."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    if len(lines) > 1 and any("Traceback (most recent call last)" in ln for ln in lines):
+        return _EXC_PREFIX.sub("", lines[-1])
+    return lines[0]
+
+
+@dataclass(frozen=True)
+class FeaturesStage:
+    """The features stage: ``fn(slide, patches_h5, out_h5) -> N`` writes ``out_h5`` atomically."""
+
+    encoder: str  # folder name features_<encoder>
+    fn: Callable[[Slide, Path, Path], int]
+
+
+@dataclass(frozen=True)
+class JobLayout:
+    """Paths of a job directory (TRIDENT's names)."""
+
+    root: Path
+    patch: PatchConfig = PatchConfig()
+
+    @property
+    def mag_dir(self) -> Path:
+        p = self.patch
+        return self.root / trident_dir(p.magnification, p.patch_size, p.overlap)
+
+    def geojson(self, sid: str) -> Path:
+        return self.root / "contours_geojson" / f"{sid}.geojson"
+
+    def thumbnail(self, sid: str) -> Path:
+        return self.root / "thumbnails" / f"{sid}.jpg"
+
+    def contours(self, sid: str) -> Path:
+        return self.root / "contours" / f"{sid}.jpg"
+
+    def patches(self, sid: str) -> Path:
+        return self.mag_dir / "patches" / f"{sid}_patches.h5"
+
+    def visualization(self, sid: str) -> Path:
+        return self.mag_dir / "visualization" / f"{sid}.jpg"
+
+    def features(self, sid: str, encoder: str) -> Path:
+        return self.mag_dir / f"features_{encoder}" / f"{sid}.h5"
+
+    def status(self, stage: str, encoder: str | None = None) -> Path:
+        if stage == "segment":
+            return self.root / "status_segment.csv"
+        if stage == "patch":
+            return self.mag_dir / "status_patch.csv"
+        return self.mag_dir / f"status_features_{encoder}.csv"
+
+
+def _save_jpeg(path: Path, rgb: np.ndarray) -> None:
+    from PIL import Image
+
+    with atomic_path(path, overwrite=True) as tmp:
+        Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format="JPEG", quality=90)
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def check_geojson(path: Path) -> str | None:
+    """None when ``path`` is a readable GeoJSON with at least one polygon, else why not."""
+    if not path.is_file():
+        return "missing"
+    try:
+        n = len(read_geojson(path))
+    except SrmilError as exc:
+        return exc.problem
+    return None if n else "no polygon"
+
+
+def check_patches(path: Path, cfg: PatchConfig, contours_sha1: str | None = None) -> str | None:
+    """None when ``path`` is a complete patch file for ``cfg`` and these contours, else why."""
+    if not path.is_file():
+        return "missing"
+    try:
+        coords, attrs = read_patches(path)
+    except SrmilError as exc:
+        return exc.problem
+    missing = [k for k in TRIDENT_COORDS_ATTRS if k not in attrs]
+    if missing:
+        return f"attrs missing: {', '.join(missing)}"
+    want = {"patch_size": cfg.patch_size, "target_magnification": cfg.magnification,
+            "overlap": cfg.overlap}
+    for k, v in want.items():
+        if attrs[k] != v:
+            return f"made with {k}={attrs[k]}, not {v}"
+    if "min_tissue" in attrs and abs(float(attrs["min_tissue"]) - cfg.min_tissue) > 1e-9:
+        return f"made with min_tissue={attrs['min_tissue']}, not {cfg.min_tissue}"
+    if contours_sha1 and attrs.get("contours_sha1") not in (None, "None", contours_sha1):
+        return "made from other tissue contours"
+    return None
+
+
+def check_features(path: Path, patches: Path) -> str | None:
+    """None when ``path`` holds features for exactly the coordinates of ``patches``, else why."""
+    if not path.is_file():
+        return "missing"
+    try:
+        with h5py.File(path, "r") as h5:
+            if "features" not in h5 or "coords" not in h5:
+                return "no 'features' or 'coords' dataset"
+            fshape = h5["features"].shape
+            coords = h5["coords"][()]
+    except OSError as exc:
+        return f"cannot read as HDF5 (truncated or corrupt): {str(exc).splitlines()[0]}"
+    if len(fshape) != 2 or fshape[0] != len(coords):
+        return f"'features' has shape {fshape} for {len(coords)} coords"
+    try:
+        want, _ = read_patches(patches)
+    except SrmilError:
+        return None  # no patch file to compare with: trust the features file
+    if coords.shape != want.shape or not np.array_equal(coords, want):
+        return "made from other patch coordinates"
+    return None
+
+
+class Pipeline:
+    """Run segment / patch / features over a cohort in one job directory.
+
+    Args:
+        root: job directory.
+        slides: {slide_id: slide file}.
+        tissue, patch: stage settings.
+        mpp: per-slide pixel-size overrides {slide_id: µm/px}.
+        geojson_dir: user contours ``<dir>/<slide_id>.geojson``, used instead of segmenting.
+        overwrite: redo outputs that are complete and valid.
+        progress: tqdm bars on stderr (default: when stderr is a terminal).
+    """
+
+    def __init__(self, root: str | os.PathLike, slides: dict[str, Path], *,
+                 tissue: TissueConfig = TissueConfig(), patch: PatchConfig = PatchConfig(),
+                 mpp: dict[str, float] | None = None, geojson_dir: str | os.PathLike | None = None,
+                 overwrite: bool = False, progress: bool | None = None) -> None:
+        self.layout = JobLayout(Path(root), patch)
+        self.slides = slides
+        self.tissue = tissue
+        self.patch = patch
+        self.mpp = mpp or {}
+        self.geojson_dir = Path(geojson_dir) if geojson_dir else None
+        if self.geojson_dir is not None and not self.geojson_dir.is_dir():
+            raise SrmilError("not a directory of GeoJSON contours", self.geojson_dir)
+        self.overwrite = overwrite
+        self.progress = sys.stderr.isatty() if progress is None else progress
+
+    # -- stages: each returns (status, reason); status "busy" = claimed elsewhere --------------
+
+    def _user_geojson(self, sid: str) -> Path | None:
+        if self.geojson_dir is None:
+            return None
+        p = self.geojson_dir / f"{sid}.geojson"
+        return p if p.is_file() else None
+
+    def _segment(self, sid: str, slide: Callable[[], Slide]) -> tuple[str, str]:
+        user = self._user_geojson(sid)
+        if user is not None:
+            why = check_geojson(user)
+            if why:
+                raise SrmilError(f"user contours unusable: {why}", user)
+            return "skipped", f"user contours {user}"
+        out = self.layout.geojson(sid)
+        if not self.overwrite and check_geojson(out) is None:
+            return "skipped", "contours exist"
+        with Claim(out) as claim:
+            if not claim.held:
+                return "busy", f"claimed by {claim.holder() or 'another process'}"
+            if not self.overwrite and check_geojson(out) is None:
+                return "skipped", "contours exist"
+            s = slide()
+            tissue = segment_tissue(s, self.tissue)
+            thumb, tds = s.thumbnail(self.tissue.thumbnail_side)
+            _save_jpeg(self.layout.thumbnail(sid), thumb)
+            _save_jpeg(self.layout.contours(sid), draw_contours(thumb, tissue.polygons, tds))
+            if not tissue.polygons:
+                raise SrmilError("no tissue found (blank slide, or thresholds too strict)", s.path)
+            write_json(out, polygons_to_geojson(tissue.polygons), overwrite=True)
+        return "done", f"{len(tissue.polygons)} tissue polygons, {tissue.fraction:.0%} of the slide"
+
+    def _contours_for(self, sid: str) -> Path:
+        return self._user_geojson(sid) or self.layout.geojson(sid)
+
+    def _patch(self, sid: str, slide: Callable[[], Slide]) -> tuple[str, str]:
+        contours = self._contours_for(sid)
+        if not contours.is_file():
+            raise SrmilError("no tissue contours; run `srmil segment` first or give --geojson",
+                             contours)
+        sha = _sha1(contours)
+        out = self.layout.patches(sid)
+        why = check_patches(out, self.patch, sha)
+        if why is None and not self.overwrite:
+            return "skipped", "patches exist"
+        with Claim(out) as claim:
+            if not claim.held:
+                return "busy", f"claimed by {claim.holder() or 'another process'}"
+            why = check_patches(out, self.patch, sha)
+            if why is None and not self.overwrite:
+                return "skipped", "patches exist"
+            polygons = read_geojson(contours)
+            if not polygons:
+                raise SrmilError("no tissue polygon in the contours", contours)
+            s = slide()
+            coords, _, grid = select_patches(s, polygons, self.patch)
+            write_patches(out, coords, grid, sid, self.layout.mag_dir,
+                          {"min_tissue": self.patch.min_tissue, "contours_sha1": sha},
+                          overwrite=True)
+            thumb, tds = s.thumbnail(self.tissue.thumbnail_side)
+            _save_jpeg(self.layout.visualization(sid),
+                       draw_patches(thumb, coords, grid.patch_size_level0, tds))
+        redo = "" if why == "missing" else f" (replaced: {why})"
+        return "done", f"{len(coords)} patches, step {grid.step} px at level 0{redo}"
+
+    def _features(self, sid: str, slide: Callable[[], Slide],
+                  feats: FeaturesStage) -> tuple[str, str]:
+        patches = self.layout.patches(sid)
+        if not patches.is_file():
+            raise SrmilError("no patch file; run `srmil patch` first", patches)
+        out = self.layout.features(sid, feats.encoder)
+        why = check_features(out, patches)
+        if why is None and not self.overwrite:
+            return "skipped", "features exist"
+        with Claim(out) as claim:
+            if not claim.held:
+                return "busy", f"claimed by {claim.holder() or 'another process'}"
+            why = check_features(out, patches)
+            if why is None and not self.overwrite:
+                return "skipped", "features exist"
+            out.unlink(missing_ok=True)  # stale or truncated: the writer refuses to overwrite
+            n = feats.fn(slide(), patches, out)
+        redo = "" if why == "missing" else f" (replaced: {why})"
+        return "done", f"{n} patches{redo}"
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self, ids: Sequence[str], stages: Sequence[str],
+            features: FeaturesStage | None = None) -> dict[str, list[StatusRow]]:
+        """Run ``stages`` (in pipeline order) on ``ids``; every slide gets a row per stage.
+
+        Returns:
+            {stage: rows in slide order}; the same rows are merged into the status tables.
+
+        Raises:
+            SrmilError: the job directory cannot be written (nothing else stops the cohort).
+        """
+        from tqdm import tqdm
+
+        stages = [s for s in STAGES if s in stages]
+        if "features" in stages and features is None:
+            raise ValueError("the features stage needs a FeaturesStage")
+        ensure_writable(self.layout.root)
+        if "patch" in stages or "features" in stages:
+            ensure_writable(self.layout.mag_dir)
+        enc = features.encoder if features else None
+        tables = {s: StatusTable(self.layout.status(s, enc)) for s in stages}
+        results: dict[str, list[StatusRow]] = {s: [] for s in stages}
+        bar = tqdm(ids, desc=f"{'+'.join(stages)}", unit="slide", file=sys.stderr,
+                   disable=not self.progress, dynamic_ncols=True)
+        for sid in bar:
+            bar.set_postfix_str(sid)
+            self._run_slide(sid, stages, features, tables, results)
+        bar.close()
+        return results
+
+    def _run_slide(self, sid: str, stages: list[str], features: FeaturesStage | None,
+                   tables: dict[str, StatusTable], results: dict[str, list[StatusRow]]) -> None:
+        opened: list[Slide] = []
+
+        def slide() -> Slide:
+            if not opened:
+                if sid not in self.slides:
+                    raise SrmilError(f"no slide file for {sid!r}")
+                opened.append(open_slide(self.slides[sid], mpp=self.mpp.get(sid)))
+            return opened[0]
+
+        blocked: str | None = None  # why later stages do not run
+        weak_block = False
+        try:
+            for stage in stages:
+                t0 = time.perf_counter()
+                weak = False
+                if blocked is not None:  # an earlier stage failed, or runs elsewhere
+                    status = "skipped" if weak_block else "failed"
+                    reason, weak = blocked, weak_block
+                else:
+                    try:
+                        if stage == "segment":
+                            status, reason = self._segment(sid, slide)
+                        elif stage == "patch":
+                            status, reason = self._patch(sid, slide)
+                        else:
+                            assert features is not None
+                            status, reason = self._features(sid, slide, features)
+                    except SrmilError as exc:
+                        status, reason = "failed", one_line(str(exc))
+                    except Exception as exc:  # one bad slide never stops the cohort
+                        status, reason = "failed", f"{type(exc).__name__}: {one_line(str(exc))}"
+                    if status == "busy":
+                        status, weak = "skipped", True
+                        reason = f"busy: {reason}"
+                        blocked, weak_block = f"not run: {stage} busy in another process", True
+                    elif status == "failed":
+                        blocked, weak_block = f"not run: {stage} failed", False
+                row = StatusRow(sid, status, reason, time.perf_counter() - t0)
+                tables[stage].record(row, weak=weak)
+                results[stage].append(row)
+        finally:
+            for s in opened:
+                s.close()
+
+
+def draw_patches(rgb: np.ndarray, coords: np.ndarray, size: int, downsample: float) -> np.ndarray:
+    """Copy of a thumbnail (h, w, 3) with the patch squares outlined (TRIDENT's visualization)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(np.ascontiguousarray(rgb))
+    draw = ImageDraw.Draw(img)
+    s = size / downsample
+    for x, y in np.asarray(coords, dtype=np.float64) / downsample:
+        draw.rectangle([x, y, x + s, y + s], outline=(255, 0, 0), width=1)
+    return np.asarray(img)
+
+
+def summarize(results: dict[str, list[StatusRow]]) -> dict[str, dict[str, Any]]:
+    """{stage: {done, skipped, failed}} counts."""
+    return {stage: {k: sum(r.status == k for r in rows) for k in ("done", "skipped", "failed")}
+            for stage, rows in results.items()}
