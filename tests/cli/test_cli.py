@@ -140,3 +140,12 @@ def test_entry_point_subprocess_error_has_no_traceback(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == \
         f"srmil check: error: {tmp_path / 'nope'}: no such directory"
+
+
+def test_the_command_line_starts_without_importing_torch():
+    """`srmil --help` and argument errors must be instant: heavy imports live inside run()."""
+    code = ("import sys, srmil, srmil.cli.main as m; m.build_parser(); "
+            "heavy = {'torch', 'sklearn', 'pandas', 'h5py', 'lightning'} & set(sys.modules); "
+            "print(sorted(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

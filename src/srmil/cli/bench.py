@@ -5,10 +5,6 @@ from __future__ import annotations
 import argparse
 import platform
 
-import torch
-
-from srmil.bench import bench_graph
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run a benchmark and print its figures")
@@ -32,6 +28,10 @@ def run(args: argparse.Namespace) -> int:
         return run_extract(args)
     if args.what == "heatmap":
         return run_heatmap(args)
+    import torch
+
+    from srmil.bench import bench_graph
+
     sizes = tuple(int(s) for s in args.sizes.split(","))
     print(f"graph build, window 2, tissue-like grid at step 448; median of {args.repeats} "
           f"({platform.processor() or platform.machine()}, torch threads "
@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_extract(args: argparse.Namespace) -> int:
+    import torch
+
     from srmil.bench import bench_extract
 
     workers = tuple(int(w) for w in args.workers.split(","))
@@ -69,6 +71,8 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def run_heatmap(args: argparse.Namespace) -> int:
+    import torch
+
     from srmil.reports.bench import bench_heatmap
 
     sizes = tuple(int(s) for s in args.sizes.split(","))

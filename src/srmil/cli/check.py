@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 
 from srmil.config import GraphConfig
-from srmil.reports.check import check, format_report
-from srmil.storage import write_csv
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from srmil.reports.check import check, format_report
+    from srmil.storage import write_csv
+
     cfg = GraphConfig(window=args.window, step=args.step)
     rep = check(args.features, args.labels, folds=args.folds or None, cfg=cfg)
     print(format_report(rep, verbose=args.verbose))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from srmil.bags.cohort import Cohort, load_cohort
-from srmil.bags.splits import make_splits, read_splits
 from srmil.config import RunConfig, apply_sets, from_dict, load_config_file
+
+if TYPE_CHECKING:
+    from srmil.bags.cohort import Cohort
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -55,6 +56,9 @@ def run_config(args: argparse.Namespace, folds: int | None = None) -> RunConfig:
 
 
 def cohort_and_splits(args: argparse.Namespace, cfg: RunConfig) -> tuple[Cohort, Any]:
+    from srmil.bags.cohort import load_cohort
+    from srmil.bags.splits import make_splits, read_splits
+
     cohort = load_cohort(args.labels, args.features)
     errors = [p for p in cohort.problems() if p.is_error]
     if errors:

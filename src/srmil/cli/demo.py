@@ -13,11 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from srmil.bags.splits import make_splits
-from srmil.bags.synth import write_cohort
-from srmil.cli.synth import format_summary as format_cohort
 from srmil.config import RunConfig, SplitConfig, SynthConfig, TrainConfig
-from srmil.reports.check import check, format_report
 
 DEMO_EPOCHS = 12  # the paper trains 100; 12 keeps the demo within minutes on 2 CPU cores
 
@@ -32,6 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from srmil.bags.splits import make_splits
+    from srmil.bags.synth import write_cohort
+    from srmil.cli.synth import format_summary as format_cohort
+    from srmil.reports.check import check, format_report
     from srmil.training.crossval import format_summary, run_folds  # Lightning: lazily
 
     t0 = time.time()

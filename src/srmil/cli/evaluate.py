@@ -6,9 +6,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from srmil.errors import SrmilError
 
 
@@ -28,6 +25,9 @@ def _fmt(name: str, m: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
     from srmil.bags.cohort import load_cohort
     from srmil.storage import write_csv, write_json
     from srmil.training.data import BagDataset

@@ -5,10 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pandas as pd
-
-from srmil.bags.readers import find_bags
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict slide labels with a trained run",
@@ -24,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from srmil.bags.readers import find_bags
     from srmil.storage import write_csv
     from srmil.training.data import BagDataset
     from srmil.training.inference import ensemble, graph_config, load_run_models

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from srmil.bags.synth import write_cohort
 from srmil.config import SynthConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     d = SynthConfig()
-    p = sub.add_parser("synth", help="write the built-in synthetic cohort (TRIDENT layout)",
-                       description=write_cohort.__doc__)
+    p = sub.add_parser(
+        "synth", help="write the built-in synthetic cohort (TRIDENT layout)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write the built-in synthetic cohort in TRIDENT's layout:\n\n"
+        "  OUT/labels.csv      slide_id,case_id,label,...\n"
+        "  OUT/synth.json      config + oracle accuracies\n"
+        "  OUT/20x_224px_0px_overlap/features_synth/<slide_id>.h5")
     p.add_argument("out", help="output directory")
     p.add_argument("--variant", choices=["spatial", "instance"], default=d.variant)
     p.add_argument("--slides", type=int, default=d.slides)
@@ -44,9 +48,10 @@ def format_summary(s: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from srmil.bags.synth import write_cohort
+
     summary = write_cohort(config_from_args(args), args.out, overwrite=args.overwrite)
     print(format_summary(summary))
     return 0
-
 
 

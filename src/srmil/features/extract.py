@@ -183,13 +183,21 @@ def encode_patches(slide: Slide, coords: np.ndarray, ps0: int, encoder: Encoder,
     )
     use_amp = amp and device.type == "cuda"
     encoder.eval()
-    with tqdm(total=len(coords), desc=desc, unit="patch", leave=False, file=sys.stderr,
-              disable=not progress, dynamic_ncols=True) as bar, torch.inference_mode():
-        for idx, batch in loader:
-            x = encoder.preprocess(batch.to(device, non_blocking=True))  # (B, 3, S, S)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                y = encoder(x)  # (B, D)
-            out[idx.numpy()] = y.float().cpu().numpy().astype(out.dtype, copy=False)
-            bar.update(len(idx))
-            if overall is not None:
-                overall.update(len(idx))
+    batches = iter(loader)
+    try:
+        with tqdm(total=len(coords), desc=desc, unit="patch", leave=False, file=sys.stderr,
+                  disable=not progress, dynamic_ncols=True) as bar, torch.inference_mode():
+            for idx, batch in batches:
+                x = encoder.preprocess(batch.to(device, non_blocking=True))  # (B, 3, S, S)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    y = encoder(x)  # (B, D)
+                out[idx.numpy()] = y.float().cpu().numpy().astype(out.dtype, copy=False)
+                bar.update(len(idx))
+                if overall is not None:
+                    overall.update(len(idx))
+    finally:
+        # a failed worker leaves the others running until garbage collection (~5 s each);
+        # stop them now so one bad slide does not stall the cohort
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
