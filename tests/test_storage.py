@@ -23,14 +23,29 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_written_files_get_the_usual_mode_not_mkstemps_0600(tmp_path):
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
     import os
     import stat
 
-    umask = os.umask(0o022)
+    old = os.umask(0o022)
     try:
         p = write_text(tmp_path / "report.html", "<html></html>")
+        os.umask(0o077)
+        q = write_text(tmp_path / "private.txt", "x")
     finally:
-        os.umask(umask)
-    # the module reads the umask at import; the default (0o022 here) gives rw-r--r--
-    assert stat.S_IMODE(p.stat().st_mode) & 0o044 == 0o044
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644
+    assert stat.S_IMODE(q.stat().st_mode) == 0o600
+
+
+def test_a_file_written_meanwhile_by_another_writer_is_not_replaced(tmp_path):
+    dest = tmp_path / "features.h5"
+    with pytest.raises(SrmilError, match="another process meanwhile"):
+        with atomic_path(dest) as slow:
+            slow.write_text("second")
+            write_text(dest, "first")  # another process finishes first
+    assert dest.read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["features.h5"]
+    with atomic_path(dest, overwrite=True) as tmp:  # asked to: replaced
+        tmp.write_text("third")
+    assert dest.read_text() == "third"

@@ -1,7 +1,9 @@
 """Atomic writes: a file that exists is complete.
 
-Every output goes to a temporary file in the destination folder and is moved into place with
-``os.replace``, so an interrupted job never leaves a half-written file under the final name.
+Every output goes to a temporary file in the destination folder and is moved into place
+(``os.replace``, or a hard link where nothing may be replaced), so an interrupted job never
+leaves a half-written file under the final name, and two writers never silently replace each
+other's output.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,17 +20,45 @@ import pandas as pd
 
 from srmil.errors import SrmilError
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+def _new_temp(dest: Path) -> Path:
+    """An empty, new file beside ``dest``, created with mode 0o666 so the umask and default ACLs
+    of the folder apply as to any other file (``mkstemp`` would make it 0600)."""
+    for _ in range(100):
+        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise SrmilError("cannot create a temporary file beside it", dest)
+
+
+def _publish(tmp: Path, dest: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` to ``dest``; without ``overwrite`` never replace a file that
+    appeared meanwhile (another process): a hard link fails if ``dest`` exists."""
+    if overwrite:
+        os.replace(tmp, dest)
+        return
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise SrmilError("was written by another process meanwhile; refusing to overwrite it",
+                         dest) from None
+    except OSError:  # a file system without hard links: check, then rename
+        if dest.exists():
+            raise SrmilError("already exists; refusing to overwrite it", dest) from None
+        os.replace(tmp, dest)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed to ``path``.
+    """Yield a temporary path beside ``path``; on success it is moved to ``path``.
 
     Args:
         path: final destination.
-        overwrite: replace an existing file; otherwise an existing ``path`` is refused.
+        overwrite: replace an existing file; otherwise an existing ``path`` is refused, also
+            when another process creates it while this one writes.
 
     Raises:
         SrmilError: ``path`` exists and ``overwrite`` is false.
@@ -37,13 +67,10 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     if dest.exists() and not overwrite:
         raise SrmilError("already exists; refusing to overwrite it", dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temp(dest)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp_path, dest)
+        _publish(tmp_path, dest, overwrite)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -57,11 +57,28 @@ def test_every_slide_gets_its_outputs_from_its_test_fold(capsys, tmp_path, tiny_
     assert np.allclose(got, scores.score, atol=1e-9)
     tb = pd.read_csv(out / sid / "top_bottom.csv")
     assert tb[tb.group == "top"].score.iloc[0] == pytest.approx(scores.score.max())
-    # a second call skips finished slides and leaves them as they are
+    # a second call with the same run and settings skips finished slides, leaving them as they are
     before = (out / sid / "heatmap.png").stat().st_mtime_ns
-    code, _, err = cli(capsys, "heatmap", "--run", run, "--bags", bags, "--out", out)
+    code, _, err = cli(capsys, "heatmap", "--run", run, "--bags", bags, "--out", out,
+                       "--top-k", 3, "--max-side", 300)
     assert code == 0 and "0 slide(s) done, 12 already done" in err
     assert (out / sid / "heatmap.png").stat().st_mtime_ns == before
+    # other settings, or another run, into the same --out: refused per slide, never kept
+    # silently nor replaced
+    code, _, err = cli(capsys, "heatmap", "--run", run, "--bags", bags, "--out", out,
+                       "--slide-ids", sid, "--top-k", 5, "--max-side", 300)
+    assert code == 1 and "settings.top_k" in err and "--overwrite" in err
+    other = tmp_path / "other_run"
+    shutil.copytree(run, other)
+    code, _, err = cli(capsys, "heatmap", "--run", other, "--bags", bags, "--out", out,
+                       "--slide-ids", sid, "--top-k", 3, "--max-side", 300)
+    assert code == 1 and "another run" in err and "differs in run" in err
+    assert (out / sid / "heatmap.png").stat().st_mtime_ns == before
+    code, _, err = cli(capsys, "heatmap", "--run", other, "--bags", bags, "--out", out,
+                       "--slide-ids", sid, "--top-k", 3, "--max-side", 300, "--overwrite")
+    assert code == 0
+    made_by = json.loads((out / sid / "heatmap.json").read_text())["made_by"]
+    assert made_by["run"] == str(other.resolve())
 
 
 def test_chosen_fold_and_slides_outside_every_test_split(capsys, tmp_path, tiny_run):
@@ -99,7 +116,7 @@ def test_bad_bags_and_slides_are_one_line_each_and_keep_what_was_drawn(
     code, _, err = cli(capsys, "heatmap", "--run", tiny_run["run"], "--bags", bags,
                        "--slides", slides, "--out", tmp_path / "hm", "--top-k", 2,
                        "--max-side", 300)
-    assert code == 2
+    assert code == 1  # some slides failed, the others are done
     lines = [ln for ln in err.splitlines() if "error:" in ln]
     assert len(lines) == 3, err
     assert any("wrong.svs" in ln and "wrong slide for bag wrong.h5" in ln for ln in lines)
@@ -117,3 +134,33 @@ def test_bad_bags_and_slides_are_one_line_each_and_keep_what_was_drawn(
         assert not (tmp_path / "hm" / sid / "heatmap.json").exists()
     index = pd.read_csv(tmp_path / "hm" / "index.csv")
     assert sorted(index[index.status == "failed"].slide_id) == ["broken", "otherdim", "wrong"]
+
+
+def test_overlay_on_a_slide_without_a_pixel_size(capsys, tmp_path, tiny_run, cmu_svs):
+    """Pixel coordinates need no pixel size: a slide file lacking one still gets its overlay."""
+    import openslide
+    import tifffile
+
+    with openslide.OpenSlide(str(cmu_svs)) as s:
+        region = np.asarray(s.read_region((0, 0), 0, (1024, 1024)).convert("RGB"))
+    slides, bags = tmp_path / "slides", tmp_path / "bags"
+    slides.mkdir()
+    bags.mkdir()
+    tifffile.imwrite(slides / "nompp.tiff", region, tile=(256, 256), photometric="rgb",
+                     compression="deflate")  # no resolution tags
+    cells = np.stack(np.meshgrid(np.arange(4), np.arange(4)), -1).reshape(-1, 2)
+    _bag(bags / "nompp.h5", cells * 256)
+    code, _, err = cli(capsys, "heatmap", "--run", tiny_run["run"], "--bags", bags,
+                       "--slides", slides, "--out", tmp_path / "hm", "--top-k", 1,
+                       "--max-side", 300)
+    assert code == 0, err
+    assert (tmp_path / "hm" / "nompp" / "overlay.png").is_file()
+
+
+def test_an_unwritable_out_is_one_line(capsys, tmp_path, tiny_run):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, _, err = cli(capsys, "heatmap", "--run", tiny_run["run"], "--bags", tiny_run["bags"],
+                       "--out", blocker / "hm")
+    assert code == 2 and "not writable" in err and "Traceback" not in err
+    assert blocker.read_text() == "not a directory"

@@ -23,6 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slides", default=None,
                    help="directory of slide files (slide_id = file name without extension); "
                    "adds the overlay on a thumbnail and patch crops")
+    p.add_argument("--mpp-csv", default=None,
+                   help="slide_id,mpp for slides whose files lack a pixel size (needed only "
+                   "for bags with micrometre coordinates)")
     p.add_argument("--slide-ids", nargs="+", default=None, metavar="ID",
                    help="only these slides (default: every bag)")
     p.add_argument("--fold", type=int, default=None,
@@ -62,9 +65,14 @@ def run(args: argparse.Namespace) -> int:
         raise SrmilError("--top-k must be >= 0 and --max-side >= 100")
     if cfg.cmap not in matplotlib.colormaps:
         raise SrmilError(f"unknown colour map {cfg.cmap!r} (see matplotlib's colormaps)")
+    mpp = None
+    if args.mpp_csv:
+        from srmil.slides.readers import read_mpp_overrides
+
+        mpp = read_mpp_overrides(args.mpp_csv)
     results = heatmap_run(args.run, args.bags, args.out, args.slides, args.slide_ids,
-                          args.fold, cfg, overwrite=args.overwrite)
+                          args.fold, cfg, overwrite=args.overwrite, mpp=mpp)
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     print(f"{counts['done']} slide(s) done, {counts['skipped']} already done (skipped), "
           f"{counts['failed']} failed -> {args.out}/index.csv", file=sys.stderr)
-    return 2 if counts["failed"] else 0
+    return 1 if counts["failed"] else 0  # as srmil extract: 1 = some slides failed

@@ -161,7 +161,8 @@ class SlideResult:
 
 def heatmap_slide(
     out_dir: Path, scored: SlideScores, classes: list[str], cfg: HeatmapConfig = HeatmapConfig(),
-    slide_path: Path | None = None, model: str = "",
+    slide_path: Path | None = None, model: str = "", mpp: float | None = None,
+    made_by: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write one slide's outputs (see the module doc); ``heatmap.json`` last.
 
@@ -207,26 +208,50 @@ def heatmap_slide(
     if slide_path is not None:
         tb["crop"] = ""
         files.update(_slide_outputs(out_dir, slide_path, bag, coords, ps, tb, step, size, cfg,
-                                    title, overwrite))
+                                    title, overwrite, mpp))
         write_csv(out_dir / "top_bottom.csv", tb, overwrite)  # now with the crops' files
     if cfg.geojson and bag.coord_unit != "px" and slide_path is None:
         info["geojson_skipped"] = "coordinates in µm: give the slide (--slides) for pixels"
     info["files"] = files
+    info["made_by"] = made_by or {}
     write_json(out_dir / DONE_FILE, info, overwrite)
     return info
 
 
-def _slide_outputs(out_dir: Path, slide_path: Path, bag: FeatureBag, coords: np.ndarray,
-                   ps: PatchScores, tb: pd.DataFrame, step: float, size: float,
-                   cfg: HeatmapConfig, title: str, overwrite: bool) -> dict[str, str]:
+def _open_slide(slide_path: Path, unit: str, mpp: float | None) -> Any:
+    """Open the slide for drawing. Pixel coordinates need no pixel size, so a slide that lacks
+    one still opens (with a placeholder that nothing uses); any other failure is one line."""
     from srmil.slides.readers import open_slide
 
     try:
-        slide = open_slide(slide_path)
+        try:
+            return open_slide(slide_path, mpp=mpp)
+        except SrmilError as first:
+            if unit != "px" or mpp is not None:
+                raise
+            try:
+                return open_slide(slide_path, mpp=1.0)
+            except SrmilError:
+                raise first from None
     except _slide_errors() as exc:
         if isinstance(exc, SrmilError):
             raise
         raise SrmilError(f"cannot read the slide: {exc}", slide_path) from None
+
+
+def _slide_outputs(out_dir: Path, slide_path: Path, bag: FeatureBag, coords: np.ndarray,
+                   ps: PatchScores, tb: pd.DataFrame, step: float, size: float,
+                   cfg: HeatmapConfig, title: str, overwrite: bool,
+                   mpp: float | None = None) -> dict[str, str]:
+    slide = _open_slide(slide_path, bag.coord_unit, mpp)
+    return _draw_on_slide(slide, out_dir, slide_path, bag, coords, ps, tb, step, size, cfg,
+                          title, overwrite)
+
+
+def _draw_on_slide(slide: Any, out_dir: Path, slide_path: Path, bag: FeatureBag,
+                   coords: np.ndarray, ps: PatchScores, tb: pd.DataFrame, step: float,
+                   size: float, cfg: HeatmapConfig, title: str,
+                   overwrite: bool) -> dict[str, str]:
     files: dict[str, str] = {}
     try:
         scale = 1.0
@@ -282,11 +307,15 @@ def heatmap_run(
     slides_dir: str | os.PathLike | None = None, slide_ids: list[str] | None = None,
     fold: int | None = None, cfg: HeatmapConfig = HeatmapConfig(), overwrite: bool = False,
     progress: bool = True, scorer: RunScorer | None = None,
+    mpp: dict[str, float] | None = None,
 ) -> list[SlideResult]:
     """Heatmaps of the given slides (default: every bag) with a run's model(s).
 
-    A slide whose ``heatmap.json`` exists is skipped unless ``overwrite``. Failures are
-    collected, printed as one line each on stderr, and the other slides go on.
+    A slide whose ``heatmap.json`` exists is skipped unless ``overwrite``, provided it was made
+    by the same run (its ``config.json`` and fold weights unchanged) with the same settings;
+    one made otherwise is refused (failed, one line), never silently kept or replaced. Failures
+    are collected, printed as one line each on stderr, and the other slides go on. ``mpp``:
+    {slide_id: µm/px} for slides whose files lack a pixel size (needed for µm coordinates).
 
     Returns:
         One :class:`SlideResult` per slide; ``OUT/index.csv`` lists every finished slide in
@@ -294,7 +323,9 @@ def heatmap_run(
     """
     from tqdm import tqdm
 
-    out = Path(out)
+    from srmil.slides.job import ensure_writable
+
+    out = ensure_writable(out)
     found = find_bags(bags)
     if slide_ids:
         missing = [s for s in slide_ids if s not in found]
@@ -304,24 +335,73 @@ def heatmap_run(
         found = {s: found[s] for s in slide_ids}
     slides = _find_slides(Path(slides_dir) if slides_dir is not None else None)
     scorer = scorer or RunScorer(run_dir, fold, cfg.method)
+    made_by = provenance(run_dir, fold, cfg)
     results = []
     for sid, path in tqdm(found.items(), desc="heatmap", unit="slide", leave=False,
                           disable=None if progress else True, file=sys.stderr):
         d = out / sid
         if (d / DONE_FILE).exists() and not overwrite:
-            results.append(SlideResult(sid, "skipped"))
+            other = _made_by(d / DONE_FILE)
+            if other == made_by:
+                results.append(SlideResult(sid, "skipped"))
+                continue
+            err = str(SrmilError("done by another run or with other settings "
+                                 f"({_difference(other, made_by)}); use another --out, or "
+                                 "--overwrite to replace it", d / DONE_FILE))
+            print(f"srmil heatmap: error: {err}", file=sys.stderr)
+            results.append(SlideResult(sid, "failed", error=err))
             continue
         (d / DONE_FILE).unlink(missing_ok=True)  # --overwrite: the slide is unfinished again
         try:
             scored = scorer.score(path, sid)
             info = heatmap_slide(d, scored, scorer.classes, cfg, slides.get(sid),
-                                 scorer.model_name)
+                                 scorer.model_name, (mpp or {}).get(sid), made_by)
             results.append(SlideResult(sid, "done", info))
         except SrmilError as exc:
             print(f"srmil heatmap: error: {exc}", file=sys.stderr)
             results.append(SlideResult(sid, "failed", error=str(exc)))
     write_index(out, results, overwrite=True)
     return results
+
+
+def provenance(run_dir: str | os.PathLike, fold: int | None,
+               cfg: HeatmapConfig) -> dict[str, Any]:
+    """What made a slide's heatmap: the run (path, a hash of its ``config.json``, the size and
+    time of each fold's weights), the fold choice and the heatmap settings."""
+    import dataclasses
+    import hashlib
+
+    run = Path(run_dir).resolve()
+    config = run / "config.json"
+    weights = sorted(run.glob("fold_*/best.safetensors")) or sorted(run.glob("best.safetensors"))
+    return {
+        "run": str(run),
+        "config_sha1": hashlib.sha1(config.read_bytes()).hexdigest() if config.exists() else "",
+        "weights": [f"{w.relative_to(run)}:{w.stat().st_size}:{w.stat().st_mtime_ns}"
+                    for w in weights],
+        "fold": fold,
+        "settings": {k: v for k, v in dataclasses.asdict(cfg).items()},
+    }
+
+
+def _made_by(done: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return json.loads(done.read_text()).get("made_by")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _difference(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
+    if not old:
+        return "no record of what made it"
+    keys = [k for k in new if old.get(k) != new[k]]
+    if "settings" in keys:
+        keys.remove("settings")
+        keys += [f"settings.{k}" for k in new["settings"]
+                 if (old.get("settings") or {}).get(k) != new["settings"][k]]
+    return "differs in " + ", ".join(keys)
 
 
 def write_index(out: Path, results: list[SlideResult], overwrite: bool = True) -> Path:
