@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 
 from srmil.graphs.grid import _edges_by_kdtree, build_edge_index
+
+# where `make fixtures` puts the real test slides in a checkout (tests/fetch_fixtures.py's CACHE,
+# which the tests use; that script is stdlib-only and outside the package, so not imported here)
+FIXTURES_DIR = Path(__file__).resolve().parents[2] / ".cache" / "fixtures"
 
 
 def tissue_like_coords(n: int, step: int = 448, seed: int = 0) -> np.ndarray:
@@ -112,8 +117,6 @@ def bench_extract(slide_path: str | None = None, n_patches: int = 128,
         (a line describing the input, rows of {stage, encoder, workers, patches, seconds,
         patches_per_s}).
     """
-    from pathlib import Path
-
     import torch
 
     from srmil.config import PatchConfig
@@ -123,7 +126,7 @@ def bench_extract(slide_path: str | None = None, n_patches: int = 128,
     from srmil.slides.readers import open_slide
     from srmil.slides.tissue import segment_tissue
 
-    fixture = Path(__file__).resolve().parents[2] / ".cache" / "fixtures" / "cmu_small_region.svs"
+    fixture = FIXTURES_DIR / "cmu_small_region.svs"
     if slide_path is None and fixture.is_file():
         slide_path = str(fixture)
     slide = open_slide(slide_path) if slide_path else _synthetic_slide()

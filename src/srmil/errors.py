@@ -7,6 +7,23 @@ The CLI prints ``SrmilError`` as a single line on stderr and exits non-zero. Bug
 from __future__ import annotations
 
 import os
+import re
+
+_EXC_PREFIX = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
+
+
+def first_line(text: str) -> str:
+    """The one line of an error message that says what went wrong.
+
+    Its first non-blank line; for a re-raised traceback (DataLoader workers), its last line
+    without the ``SomeError: `` prefix. ``""`` for a blank message.
+    """
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    if len(lines) > 1 and any("Traceback (most recent call last)" in ln for ln in lines):
+        return _EXC_PREFIX.sub("", lines[-1])
+    return lines[0]
 
 
 class SrmilError(Exception):

@@ -10,8 +10,6 @@ from skimage.color import hed2rgb
 from srmil.slides.patching import PatchGrid, write_patches
 from srmil.slides.readers import Slide, magnification_from_mpp
 
-CMU_SVS = Path(__file__).resolve().parents[2] / ".cache" / "fixtures" / "cmu_small_region.svs"
-
 
 def stain_rgb(h: float, e: float, shape: tuple[int, int], seed: int = 0,
               noise: float = 0.05) -> np.ndarray:

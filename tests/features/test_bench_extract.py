@@ -11,3 +11,10 @@ def test_bench_extract_reports_every_stage():
     assert stages == [("read", None, 0), ("encode", "stain_stats", None),
                       ("read+encode", "stain_stats", 0)]
     assert all(r["patches"] == 6 and r["patches_per_s"] > 0 for r in rows)
+
+
+def test_bench_looks_for_the_fixture_where_make_fixtures_puts_it():
+    from fetch_fixtures import CACHE
+    from srmil.bench import FIXTURES_DIR
+
+    assert FIXTURES_DIR == CACHE

@@ -236,3 +236,19 @@ def test_never_loads_pretrained_weights_from_a_hub(monkeypatch, tmp_path):
     assert create_encoder("timm:resnet18", weights=path).weights == str(path)
     with torch.device("meta"):
         assert create_encoder("uni", allow_random=True).dim == 1024
+
+
+def test_weights_identity_is_the_sha256_of_the_file(tmp_path):
+    import hashlib
+
+    from srmil.features.encoders import weights_sha256
+
+    a, b = tmp_path / "a" / "model.bin", tmp_path / "b" / "model.bin"
+    for p, data in ((a, b"\x00" * 1000), (b, b"\x01" * 1000)):  # same name and size
+        p.parent.mkdir()
+        p.write_bytes(data)
+    assert weights_sha256(a) == hashlib.sha256(b"\x00" * 1000).hexdigest()
+    assert weights_sha256(b) != weights_sha256(a)
+    assert weights_sha256(None) == "none"
+    with pytest.raises(SrmilError, match="cannot read weights file"):
+        weights_sha256(tmp_path / "none.bin")

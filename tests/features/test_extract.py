@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from feature_fakes import CMU_SVS, ArraySlide, patch_file, tissue_image
+from feature_fakes import ArraySlide, patch_file, tissue_image
 
 from srmil.bags.readers import read_bag
 from srmil.errors import SrmilError
@@ -44,6 +44,7 @@ def test_writes_trident_h5_that_read_bag_reads(tmp_path, array_slide, stain):
             assert h5["coords"].attrs[k] == p["coords"].attrs[k]
         assert h5["features"].attrs["encoder"] == "stain_stats"
         assert h5["features"].attrs["name"] == "array"
+        assert h5["features"].attrs["weights_sha256"] == "none"  # weight-free
     # each row is the encoder's output for the patch at that row's coordinates
     patches = np.stack([read_patch(array_slide, xy, 128, 224) for xy in coords])
     with torch.inference_mode():
@@ -118,8 +119,7 @@ def test_downsampled_patches_from_a_40x_slide(tmp_path, stain):
     np.testing.assert_array_equal(bag.coords, coords)
 
 
-@pytest.mark.skipif(not CMU_SVS.is_file(), reason="run `make fixtures` for the real slide")
-def test_real_svs_end_to_end_with_workers(tmp_path, stain):
+def test_real_svs_end_to_end_with_workers(tmp_path, stain, svs_path):
     """The CMU-1 Aperio scan through S's reader: workers reopen the slide by path and give the
     same features as reading in this process; background and tissue patches differ."""
     from srmil.config import PatchConfig
@@ -127,7 +127,7 @@ def test_real_svs_end_to_end_with_workers(tmp_path, stain):
     from srmil.slides.readers import open_slide
     from srmil.slides.tissue import segment_tissue
 
-    with open_slide(CMU_SVS) as slide:
+    with open_slide(svs_path) as slide:
         cfg = PatchConfig(magnification=20, patch_size=224)
         tissue, _, _ = select_patches(slide, segment_tissue(slide).polygons, cfg)
         corner = grid_coords(patch_grid(slide, cfg))[:1]  # top-left: background on this scan
@@ -142,3 +142,50 @@ def test_real_svs_end_to_end_with_workers(tmp_path, stain):
     np.testing.assert_array_equal(fa.coords, coords)
     frac = fa.features[:, 20]  # tissue_fraction
     assert np.median(frac[:11]) > 0.5 and frac[11] < 0.1
+
+
+def test_patch_dataset_pickles_and_reopens_the_slide(svs_path):
+    """Spawned workers (macOS/Windows) get the dataset pickled: the OpenSlide handle is left
+    behind and the copy reopens the file by path, with the same pixel size, on its first read."""
+    import pickle
+
+    from srmil.features.extract import PatchDataset
+    from srmil.slides.readers import open_slide
+
+    coords = np.array([[224, 448], [672, 896]], np.int64)
+    with open_slide(svs_path, mpp=0.25) as slide:  # an override must survive the trip
+        ds = PatchDataset(slide, coords, 448, 224)
+        copy = pickle.loads(pickle.dumps(ds))
+        assert copy.slide is None
+        i, patch = copy[1]
+        assert i == 1 and copy.slide is not slide and copy.slide.mpp == 0.25
+        assert copy.slide.path == slide.path
+        torch.testing.assert_close(patch, ds[1][1], rtol=0, atol=0)
+        copy.slide.close()
+
+
+def test_spawned_workers_give_the_same_features(svs_path, stain):
+    import multiprocessing
+
+    from srmil.features.extract import PatchDataset, _worker_init
+    from srmil.slides.readers import open_slide
+
+    coords = np.array([[0, 0], [224, 0], [896, 1344]], np.int64)
+    with open_slide(svs_path) as slide:
+        ds = PatchDataset(slide, coords, 224, 224)
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=2, num_workers=1, worker_init_fn=_worker_init,
+            multiprocessing_context=multiprocessing.get_context("spawn"))
+        got = torch.cat([b for _, b in loader])
+        want = torch.stack([ds[i][1] for i in range(len(ds))])
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_patch_bar_only_on_a_terminal(tmp_path, array_slide, stain, capsys):
+    """By default the per-slide bar is drawn only when stderr is a terminal (never in a SLURM
+    log, where each update is a carriage-return line); progress=True forces it."""
+    pf = patch_file(tmp_path / "p.h5", _coords(128, 2), array_slide, 128)
+    extract_slide(array_slide, pf, stain, tmp_path / "a.h5", num_workers=0)
+    assert capsys.readouterr().err == ""
+    extract_slide(array_slide, pf, stain, tmp_path / "b.h5", num_workers=0, progress=True)
+    assert "0/4" in capsys.readouterr().err

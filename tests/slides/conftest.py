@@ -12,16 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".cache" / "fixtures"
+from fixture_files import fixture_file
+
 SVS_MPP = 0.499
-
-
-def fixture_file(name: str) -> Path:
-    p = FIXTURES / name
-    if not p.is_file() or p.stat().st_size == 0:
-        pytest.fail(f"{p} is missing: run `make fixtures` (fetches the real test slides)",
-                    pytrace=False)
-    return p
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ import os
 import threading
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -247,12 +248,109 @@ def test_two_workers_on_one_job_never_duplicate(region_path, tmp_path):
     assert not list(job.rglob("*.lock")) and not list(job.rglob("*.tmp"))
 
 
-def test_one_line_of_a_reraised_traceback():
-    from srmil.slides.pipeline import one_line
+def test_an_mpp_override_that_changes_the_magnification_redoes_the_patches(region_path,
+                                                                            tmp_path):
+    """Patches made when the scan read as 20× are stale once an override says it is 40×: the
+    level-0 patch size doubles (224 → 448); the features of the old patches are redone too."""
+    from srmil.slides.pipeline import FeaturesStage
 
-    text = ("Caught SrmilError in DataLoader worker process 0.\nOriginal Traceback (most recent "
-            "call last):\n  File \"x.py\", line 1, in f\n    g()\nsrmil.errors.SrmilError: "
-            "a.svs: cannot read slide pixels: bad\n")
-    assert one_line(text) == "a.svs: cannot read slide pixels: bad"
-    assert one_line("first\nsecond") == "first"
-    assert one_line("") == ""
+    def fake(slide, patches, out, overwrite):  # features = the coordinates, as float32
+        from srmil.bags.writer import write_trident_bag
+
+        coords, attrs = read_patches(patches)
+        write_trident_bag(out, coords.astype(np.float32), coords, patch_size=224,
+                          level0_magnification=attrs["level0_magnification"],
+                          target_magnification=20, encoder="fake", overwrite=overwrite)
+        return len(coords)
+
+    stage = FeaturesStage("fake", fake)
+    job = tmp_path / "job"
+    pipe = Pipeline(job, {"cmu": region_path}, progress=False)
+    pipe.run(["cmu"], ["segment", "patch", "features"], stage)
+    patches = pipe.layout.patches("cmu")
+    assert read_patches(patches)[1]["patch_size_level0"] == 224
+    again = Pipeline(job, {"cmu": region_path}, mpp={"cmu": 0.25}, progress=False)
+    res = again.run(["cmu"], ["segment", "patch", "features"], stage)
+    status, reason = _rows(res, "patch")["cmu"]
+    assert status == "done" and "level0_magnification=20, the slide now gives 40" in reason
+    coords, attrs = read_patches(patches)
+    assert attrs["patch_size_level0"] == 448 and attrs["level0_magnification"] == 40
+    assert _rows(res, "features")["cmu"][0] == "done"
+    with h5py.File(pipe.layout.features("cmu", "fake")) as h5:
+        np.testing.assert_array_equal(h5["coords"][()], coords)
+    # and the same override again is a resume: nothing redone
+    res = again.run(["cmu"], ["segment", "patch", "features"], stage)
+    assert [_rows(res, s)["cmu"][0] for s in ("patch", "features")] == ["skipped", "skipped"]
+
+
+@pytest.fixture
+def stain_job(region_path, tmp_path):
+    """A job with stain_stats features of the region slide (float32, no weights)."""
+    from srmil.features.encoders import create_encoder
+    from srmil.features.extract import extract_slide
+
+    enc = create_encoder("stain_stats")
+
+    def encode(precision="fp32"):
+        def fn(slide, patches, out, overwrite):
+            return extract_slide(slide, patches, enc, out, num_workers=0, progress=False,
+                                 precision=precision, overwrite=overwrite)
+        return fn
+
+    pipe = Pipeline(tmp_path / "job", {"cmu": region_path}, progress=False)
+    from srmil.slides.pipeline import FeaturesStage
+
+    res = pipe.run(["cmu"], ["segment", "patch", "features"],
+                   FeaturesStage("stain_stats", encode(), "fp32", "none"))
+    assert _rows(res, "features")["cmu"][0] == "done"
+    return pipe, encode
+
+
+def test_features_of_another_precision_or_weights_are_redone(stain_job):
+    from srmil.slides.pipeline import FeaturesStage, check_features
+
+    pipe, encode = stain_job
+    out, patches = pipe.layout.features("cmu", "stain_stats"), pipe.layout.patches("cmu")
+    same = FeaturesStage("stain_stats", encode(), "fp32", "none")
+    assert _rows(pipe.run(["cmu"], ["features"], same), "features")["cmu"][0] == "skipped"
+    # the same architecture with another weights file (its sha256) is not the same features
+    other = FeaturesStage("stain_stats", encode(), "fp32", "0" * 64)
+    status, reason = _rows(pipe.run(["cmu"], ["features"], other), "features")["cmu"]
+    assert status == "done" and "made with another weights file" in reason
+    half = FeaturesStage("stain_stats", encode("fp16"), "fp16", "none")
+    status, reason = _rows(pipe.run(["cmu"], ["features"], half), "features")["cmu"]
+    assert status == "done" and "stored as float32, not fp16" in reason
+    with h5py.File(out) as h5:
+        assert h5["features"].dtype == np.float16
+    assert check_features(out, patches, "stain_stats", "fp16", "none") is None
+    assert "made with encoder 'stain_stats', not 'uni'" in check_features(out, patches, "uni")
+    # a TRIDENT-made file (no srmil weights_sha256 attr) is trusted as it is
+    with h5py.File(out, "a") as h5:
+        del h5["features"].attrs["weights_sha256"]
+    assert check_features(out, patches, "stain_stats", "fp32", "0" * 64) is None
+
+
+def test_a_failed_overwrite_keeps_the_good_features(stain_job):
+    """--overwrite replaces a valid feature file only once the new one is written."""
+    from srmil.slides.pipeline import FeaturesStage
+
+    pipe, encode = stain_job
+    out = pipe.layout.features("cmu", "stain_stats")
+    before = out.read_bytes()
+
+    def boom(slide, patches, out, overwrite):
+        raise RuntimeError("CUDA out of memory")
+
+    over = Pipeline(pipe.layout.root, pipe.slides, overwrite=True, progress=False)
+    status, reason = _rows(over.run(["cmu"], ["features"], FeaturesStage("stain_stats", boom)),
+                           "features")["cmu"]
+    assert status == "failed" and "CUDA out of memory" in reason
+    assert out.read_bytes() == before
+    # a successful --overwrite replaces it
+    mtime = out.stat().st_mtime_ns
+    res = over.run(["cmu"], ["features"], FeaturesStage("stain_stats", encode()))
+    assert _rows(res, "features")["cmu"][0] == "done" and out.stat().st_mtime_ns != mtime
+    # a truncated file is removed even when the redo fails (never left for a reader)
+    out.write_bytes(out.read_bytes()[:200])
+    res = pipe.run(["cmu"], ["features"], FeaturesStage("stain_stats", boom))
+    assert _rows(res, "features")["cmu"][0] == "failed" and not out.exists()

@@ -144,3 +144,40 @@ def test_contours_are_drawn(svs_path, svs_tissue):
     changed = (out != rgb).any(axis=2)
     assert 0.001 < changed.mean() < 0.2
     assert (out[changed][:, 1] >= out[changed][:, 0]).mean() > 0.9  # green/blue outlines
+
+
+def test_saturation_is_hsv_saturation_in_integers():
+    """⌊255·(max-min)/max⌋, 0 for black: skimage's rgb2hsv S·255 up to its float rounding."""
+    from skimage.color import rgb2hsv
+
+    from srmil.slides.tissue import saturation
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    rgb[0, :3] = 0  # black: no saturation
+    rgb[1, :3] = (255, 0, 0)  # pure red: full saturation
+    got = saturation(rgb, rows=16)  # several row blocks
+    c = rgb.astype(np.int64)
+    want = 255 * (c.max(2) - c.min(2)) // np.maximum(c.max(2), 1)
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.uint8 and got[0, 0] == 0 and got[1, 0] == 255
+    ref = (rgb2hsv(rgb)[..., 1] * 255).astype(np.int64)
+    assert 0 <= (got - ref).min() and (got - ref).max() <= 1
+
+
+def test_tissue_mask_needs_few_bytes_per_pixel():
+    """The mask of a large segmentation image must not cost float64 HSV (~105 bytes/px before:
+    3.1 GB for 6250×5000); integer saturation and boolean morphology need ~16."""
+    import tracemalloc
+
+    rgb = np.full((800, 1000, 3), 235, np.uint8)
+    rgb[200:600, 200:800] = (170, 90, 160)
+    tissue_mask(rgb, 4.0)  # imports and caches outside the measurement
+    tracemalloc.start()
+    try:
+        mask = tissue_mask(rgb, 4.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert mask[400, 500] and not mask[50, 50]
+    assert peak / mask.size < 32, f"{peak / mask.size:.0f} bytes per pixel"

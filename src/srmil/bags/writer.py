@@ -9,12 +9,10 @@ from typing import Any
 import h5py
 import numpy as np
 
+from srmil.slides.patching import trident_dir  # TRIDENT's job sub-folder name
 from srmil.storage import atomic_path
 
-
-def trident_dir(mag: int, patch_size: int, overlap: int = 0) -> str:
-    """TRIDENT's job sub-folder name, e.g. ``20x_224px_0px_overlap``."""
-    return f"{mag}x_{patch_size}px_{overlap}px_overlap"
+__all__ = ["trident_dir", "write_trident_bag"]
 
 
 def write_trident_bag(

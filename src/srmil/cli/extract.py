@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from srmil.errors import SrmilError
-    from srmil.features.encoders import create_encoder
+    from srmil.features.encoders import create_encoder, weights_sha256
     from srmil.features.extract import extract_slide
     from srmil.slides.pipeline import FeaturesStage
 
@@ -52,11 +52,13 @@ def run(args: argparse.Namespace) -> int:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise SrmilError(f"--device {args.device}: CUDA is not available here")
     encoder = create_encoder(args.encoder, args.weights).to(device)
-    progress = not args.quiet
+    progress = False if args.quiet else None  # None: bars when stderr is a terminal
 
-    def encode(slide, patches_h5: Path, out_h5: Path) -> int:
+    def encode(slide, patches_h5: Path, out_h5: Path, overwrite: bool) -> int:
         return extract_slide(slide, patches_h5, encoder, out_h5, batch_size=args.batch_size,
                              num_workers=args.workers, precision=args.precision,
-                             progress=progress)
+                             progress=progress, overwrite=overwrite)
 
-    return run_stages(args, ["segment", "patch", "features"], FeaturesStage(encoder.name, encode))
+    stage = FeaturesStage(encoder.name, encode, precision=args.precision,
+                          weights_sha256=weights_sha256(encoder.weights))
+    return run_stages(args, ["segment", "patch", "features"], stage)

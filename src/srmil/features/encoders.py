@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import os
 from collections.abc import Callable
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from srmil.errors import ConfigError, SrmilError
+from srmil.errors import ConfigError, SrmilError, first_line
 from srmil.registry import Registry
 
 ENCODERS: Registry[Callable[..., Encoder]] = Registry("encoder")
@@ -53,6 +54,34 @@ def weights_dir() -> Path:
     ``~/.cache/srmil/weights`` (one sub-folder per preset)."""
     env = os.environ.get(WEIGHTS_DIR_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "srmil" / "weights"
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_sha256(path: str | os.PathLike | None) -> str:
+    """Identity of a weights file, stored as the ``weights_sha256`` attr of ``features``.
+
+    The SHA-256 of the file's bytes (``"none"`` without a file: weight-free or random init).
+    Hashed once per process for a given (path, size, mtime): ~1 s for a 1.2 GB ViT-L file, once
+    per ``srmil extract`` run, so a resumed job tells other weights of the same architecture and
+    file name apart (a name, size or mtime would not: fine-tuned copies share the first two, a
+    copy changes the last).
+    """
+    if path is None:
+        return "none"
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as exc:
+        raise SrmilError(f"cannot read weights file: {exc.strerror or exc}", p) from None
+    return _sha256_of(os.fspath(p.resolve()), st.st_size, st.st_mtime_ns)
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,11 +473,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "refused"
+            first = first_line(str(exc)) or "refused"
             raise SrmilError("refused by torch.load(weights_only=True) (a pickled object, not "
                              f"a state dict): {first}", path) from None
         except (RuntimeError, OSError, EOFError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(str(exc)) or type(exc).__name__
             raise SrmilError(f"cannot read as a torch file: {first}", path) from None
     else:
         raise SrmilError(f"unknown weights file type {suffix!r}; use .safetensors or "
@@ -547,12 +576,15 @@ class StainStats(Encoder):
     """Weight-free H&E patch features: stain densities, colour, and haematoxylin texture.
 
     Colour deconvolution as ``skimage.color.rgb2hed`` (Ruifrok & Johnston 2001; the same
-    matrix), computed in torch for whole batches. For each of haematoxylin (H), eosin (E), DAB
-    residual (D) and mean optical density over RGB (OD = -log10((I·255 + 1) / 256)): mean, std
-    and the 10/50/90th percentiles (20); the tissue fraction (OD > 0.15, the usual background
-    threshold, 1); RGB mean and std (6); grey-level co-occurrence texture of the H channel
-    quantised to 8 fixed levels over [0, H_MAX], at distances 1 and 4, angles 0° and 90°
-    averaged, symmetric and normalised as ``skimage.feature.graycomatrix``: contrast,
+    matrix), computed in torch for whole batches. Tissue pixels are those with OD > 0.15 (the
+    usual background threshold); every feature but the tissue fraction is computed over them
+    only, so that it describes the tissue and not how much background the patch holds (a patch
+    with under ``MIN_TISSUE`` tissue uses all its pixels). For each of haematoxylin (H), eosin
+    (E), DAB residual (D) and mean optical density over RGB (OD = -log10((I·255 + 1) / 256)):
+    mean, std and the 10/50/90th percentiles (20); the tissue fraction (1); RGB mean and std (6);
+    grey-level co-occurrence texture of the H channel quantised to 8 fixed levels over
+    [0, H_MAX], at distances 1 and 4, angles 0° and 90° averaged, symmetric and normalised as
+    ``skimage.feature.graycomatrix``, counting pairs of two tissue pixels: contrast,
     dissimilarity, homogeneity, energy, correlation (10); mean gradient magnitude of H and E
     (2). 39 features, deterministic, in ``FEATURE_NAMES`` order.
     """
@@ -562,6 +594,7 @@ class StainStats(Encoder):
     GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation")
     H_MAX = 0.3  # ~99th percentile of rgb2hed H over tissue of the CMU-1 H&E fixture slide
     OD_TISSUE = 0.15
+    MIN_TISSUE = 0.05  # below this tissue fraction (~2500 px of 224²) stats use every pixel
     HIST_BINS = 4096
 
     def __init__(self, input_size: int = 224) -> None:
@@ -582,37 +615,57 @@ class StainStats(Encoder):
         m = self.hed_from_rgb / math.log(1e-6)  # skimage divides by log(1e-6) first
         return torch.einsum("bchw,cd->bdhw", log_rgb, m).clamp_min_(0.0)
 
-    def _stats(self, v: Tensor) -> Tensor:
-        """(B, 4, P) H, E, D, OD values -> (B, 4, 5) mean, std, p10, p50, p90.
+    @staticmethod
+    def _mean_std(v: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, C, P) values, (B, P) 0/1 pixel weights -> mean and std (B, C) over the pixels."""
+        n = w.sum(-1).clamp_min(1.0).view(-1, 1)  # (B, 1)
+        w = w.unsqueeze(1)  # (B, 1, P)
+        mean = (v * w).sum(-1) / n  # (B, C)
+        var = ((v - mean.unsqueeze(-1)) ** 2 * w).sum(-1) / n
+        return mean, var.sqrt()
+
+    def _stats(self, v: Tensor, w: Tensor | None = None) -> Tensor:
+        """(B, 4, P) H, E, D, OD values -> (B, 4, 5) mean, std, p10, p50, p90 over the pixels of
+        weight 1 in ``w`` (B, P) (``None``: all).
 
         Percentiles from a fixed 4096-bin histogram over each channel's full range (bin
         centres, so within half a bin of the exact nearest-rank value): one pass, no sort.
         """
         b, c, p = v.shape
+        if w is None:
+            w = torch.ones(b, p, device=v.device)
         bins = self.HIST_BINS
         hi = self.channel_max.view(1, c, 1)
         idx = (v * (bins / hi)).long().clamp_(0, bins - 1)  # (B, C, P)
         idx += torch.arange(b * c, device=v.device).view(b, c, 1) * bins
-        counts = torch.bincount(idx.flatten(), minlength=b * c * bins).view(b, c, bins)
-        cdf = counts.cumsum(-1)  # (B, C, bins)
+        weights = w.unsqueeze(1).expand(b, c, p).flatten()  # (B·C·P,)
+        counts = torch.bincount(idx.flatten(), weights=weights, minlength=b * c * bins)
+        cdf = counts.view(b, c, bins).cumsum(-1)  # (B, C, bins)
+        n = w.sum(-1).round().view(b, 1, 1)  # (B, 1, 1) pixels counted
         q = []
         for f in (0.1, 0.5, 0.9):
-            rank = min(p - 1, max(0, round(f * (p - 1)))) + 1  # nearest rank, 1-based
-            first = (cdf < rank).sum(-1)  # (B, C) first bin holding that rank
+            rank = (f * (n - 1)).round().clamp(min=0) + 1  # nearest rank, 1-based
+            first = (cdf < rank - 0.5).sum(-1)  # (B, C) first bin holding that rank
             q.append((first.float() + 0.5) / bins * hi.squeeze(-1))
-        var, mean = torch.var_mean(v, dim=-1, correction=0)
-        return torch.stack([mean, var.sqrt(), *q], dim=-1)
+        mean, std = self._mean_std(v, w)
+        return torch.stack([mean, std, *q], dim=-1)
 
-    def glcm(self, q: Tensor, distance: int) -> Tensor:
+    def glcm(self, q: Tensor, distance: int, w: Tensor | None = None) -> Tensor:
         """(B, S, S) int levels -> (B, 2, L, L) symmetric normalised co-occurrence matrices for
-        angles 0 (horizontal) and 90° (vertical) at ``distance``."""
+        angles 0 (horizontal) and 90° (vertical) at ``distance``, counting the pairs of two
+        pixels of weight 1 in ``w`` (B, S, S) (``None``: all pairs)."""
         b, levels = q.shape[0], self.GLCM_LEVELS
         mats = []
-        for a, c in ((q[:, :, :-distance], q[:, :, distance:]),
-                     (q[:, :-distance, :], q[:, distance:, :])):
+        for a, c, wa, wc in (
+                (q[:, :, :-distance], q[:, :, distance:], (slice(None), slice(None, -distance)),
+                 (slice(None), slice(distance, None))),
+                (q[:, :-distance, :], q[:, distance:, :], (slice(None, -distance), slice(None)),
+                 (slice(distance, None), slice(None)))):
             idx = (a * levels + c).reshape(b, -1)  # (B, P)
             idx = idx + torch.arange(b, device=q.device).unsqueeze(1) * levels * levels
-            m = torch.bincount(idx.flatten(), minlength=b * levels * levels).float()
+            pair_w = None if w is None else (w[:, wa[0], wa[1]] * w[:, wc[0], wc[1]]).flatten()
+            m = torch.bincount(idx.flatten(), weights=pair_w,
+                               minlength=b * levels * levels).float()
             m = m.view(b, levels, levels)
             m = m + m.transpose(1, 2)  # symmetric
             mats.append(m / m.sum((1, 2), keepdim=True).clamp_min(1.0))
@@ -648,18 +701,22 @@ class StainStats(Encoder):
             # mean over RGB of -log10((I·255 + 1) / 256)
             od = math.log10(256.0) - torch.log10(x * 255.0 + 1.0).mean(1, keepdim=True)
             dens = torch.cat([hed, od], 1).flatten(2)  # (B, 4, P)
-            stats = self._stats(dens).flatten(1)  # (B, 20)
-            tissue = (od.flatten(1) > self.OD_TISSUE).float().mean(1, keepdim=True)  # (B, 1)
-            var, mean = torch.var_mean(x.flatten(2), dim=-1, correction=0)  # (B, 3) each
-            colour = torch.cat([mean, var.sqrt()], 1)  # (B, 6)
+            is_tissue = od.flatten(1) > self.OD_TISSUE  # (B, P)
+            tissue = is_tissue.float().mean(1, keepdim=True)  # (B, 1)
+            # pixels the statistics are over: tissue, or all where there is almost none
+            w = (is_tissue | (tissue < self.MIN_TISSUE)).float()  # (B, P)
+            stats = self._stats(dens, w).flatten(1)  # (B, 20)
+            colour = torch.cat(self._mean_std(x.flatten(2), w), 1)  # (B, 6)
             h = hed[:, 0]  # (B, S, S)
+            w_img = w.view_as(h)  # (B, S, S)
             q = (h / self.H_MAX * self.GLCM_LEVELS).floor().clamp(0, self.GLCM_LEVELS - 1).long()
-            texture = torch.cat([self.glcm_props(self.glcm(q, d))
+            texture = torch.cat([self.glcm_props(self.glcm(q, d, w_img))
                                  for d in self.GLCM_DISTANCES], 1)  # (B, 10)
             he = hed[:, :2]  # (B, 2, S, S)
             gx = he[..., :, 1:] - he[..., :, :-1]
             gy = he[..., 1:, :] - he[..., :-1, :]
-            grad = (gx[..., :-1, :] ** 2 + gy[..., :, :-1] ** 2).sqrt().flatten(2).mean(-1)
+            mag = (gx[..., :-1, :] ** 2 + gy[..., :, :-1] ** 2).sqrt().flatten(2)  # (B, 2, P')
+            grad = self._mean_std(mag, w_img[:, :-1, :-1].flatten(1))[0]  # (B, 2)
             out = torch.cat([stats, tissue, colour, texture, grad], 1)  # (B, 39)
         return out.reshape(b, -1)
 
@@ -738,5 +795,5 @@ def describe_encoders() -> list[dict[str, Any]]:
 __all__ = [
     "ENCODERS", "Encoder", "EncoderPreset", "FEATURE_NAMES", "PRESETS", "Preprocess",
     "StainStats", "TimmEncoder", "build_timm_encoder", "create_encoder", "describe_encoders",
-    "load_weights", "read_state_dict", "weights_dir",
+    "load_weights", "read_state_dict", "weights_dir", "weights_sha256",
 ]

@@ -5,6 +5,8 @@ slide again by path: OpenSlide handles are not shared across processes), runs th
 ``torch.inference_mode`` (autocast on CUDA only) and writes, atomically,
 
     features  (N, D) float32 (float16 on request); attrs ``encoder``, ``name``, ``savetodir``
+              and srmil's ``weights_sha256`` (``encoders.weights_sha256``: which weights made
+              them, so a resumed job redoes features of other weights)
     coords    (N, 2) int64, level-0 top-left, same rows and order as the patch file; its attrs
               copied from the patch file (TRIDENT: patch_size, patch_size_level0,
               level0_magnification, target_magnification, overlap, name, ...)
@@ -25,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from srmil.errors import SrmilError
-from srmil.features.encoders import Encoder
+from srmil.features.encoders import Encoder, weights_sha256
 from srmil.slides.patching import read_patch, read_patches
 from srmil.slides.readers import SLIDE_READERS, Slide, open_slide
 from srmil.storage import atomic_path
@@ -36,6 +38,10 @@ PRECISIONS = {"fp32": np.float32, "fp16": np.float16}
 class PatchDataset(Dataset):
     """The patches of one slide as uint8 (read_size, read_size, 3) tensors, with their row.
 
+    Picklable (DataLoader workers under the ``spawn`` start method, the default on macOS and
+    Windows): a slide read from a file travels as (path, mpp, reader name) and is opened again
+    in the worker on its first read; a slide without a file (in memory) travels as it is.
+
     Args:
         slide: the open slide (used as is in the main process).
         coords: (N, 2) level-0 top-left (x, y).
@@ -45,36 +51,56 @@ class PatchDataset(Dataset):
 
     def __init__(self, slide: Slide, coords: np.ndarray, patch_size_level0: int,
                  read_size: int) -> None:
-        self.slide = slide
+        self.slide: Slide | None = slide
         self.coords = np.asarray(coords, dtype=np.int64)
         self.patch_size_level0 = int(patch_size_level0)
         self.read_size = int(read_size)
         self._inherited: Slide | None = None
+        self._source = _slide_source(slide)  # (path, mpp, reader) or None
 
     def __len__(self) -> int:
         return len(self.coords)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
+        if self.slide is None:  # unpickled or reopened in a worker: open the file now
+            path, mpp, reader = self._source  # type: ignore[misc]
+            self.slide = open_slide(path, mpp=mpp, reader=reader)
         x, y = self.coords[i]
         patch = read_patch(self.slide, (int(x), int(y)), self.patch_size_level0,
                            self.read_size)  # (S, S, 3) uint8
         return i, torch.from_numpy(np.require(patch, np.uint8, ['C', 'W']))
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_inherited"] = None
+        if self._source is not None:
+            state["slide"] = None  # an OpenSlide handle cannot be pickled: reopen by path
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     def reopen(self) -> None:
-        """In a worker process: open the slide file again, by path, with the same reader and
-        pixel size.
+        """In a forked worker process: open the slide file again (lazily, on the first read),
+        by path, with the same reader and pixel size.
 
         The handle forked from the parent is kept (never used, never closed here) so that its
         finaliser cannot run in the child. A slide of no registered reader or without a file
         (in memory) is shared as it is.
         """
-        path = getattr(self.slide, "path", None)
-        reader = next((name for name, cls in SLIDE_READERS.items()
-                       if type(self.slide) is cls), None)
-        if reader is None or path is None or not Path(path).is_file():
+        if self._source is None or self.slide is None:
             return
         self._inherited = self.slide
-        self.slide = open_slide(path, mpp=self.slide.mpp, reader=reader)
+        self.slide = None
+
+
+def _slide_source(slide: Slide) -> tuple[Path, float, str] | None:
+    """(path, mpp, reader name) to open ``slide`` again, or None (in memory, unknown reader)."""
+    path = getattr(slide, "path", None)
+    reader = next((name for name, cls in SLIDE_READERS.items() if type(slide) is cls), None)
+    if reader is None or path is None or not Path(path).is_file():
+        return None
+    return Path(path), float(slide.mpp), reader
 
 
 def _worker_init(_: int) -> None:
@@ -96,7 +122,7 @@ def _positive_int_attr(attrs: dict[str, Any], key: str, path: Path) -> int:
 
 
 def _write(out_h5: Path, features: np.ndarray, coords: np.ndarray, coords_attrs: dict[str, Any],
-           encoder_name: str, slide_id: str, overwrite: bool) -> None:
+           encoder_name: str, weights_id: str, slide_id: str, overwrite: bool) -> None:
     with atomic_path(out_h5, overwrite) as tmp:
         with h5py.File(tmp, "w") as h5:
             c = h5.create_dataset("coords", data=coords.astype(np.int64).reshape(-1, 2))
@@ -106,11 +132,12 @@ def _write(out_h5: Path, features: np.ndarray, coords: np.ndarray, coords_attrs:
             f.attrs["encoder"] = encoder_name
             f.attrs["name"] = slide_id
             f.attrs["savetodir"] = os.fspath(out_h5.parent)
+            f.attrs["weights_sha256"] = weights_id
 
 
 def extract_slide(slide: Slide, patches_h5: str | os.PathLike, encoder: Encoder,
                   out_h5: str | os.PathLike, *, batch_size: int = 64, num_workers: int = 2,
-                  precision: str = "fp32", progress: bool = True, amp: bool = True,
+                  precision: str = "fp32", progress: bool | None = None, amp: bool = True,
                   overwrite: bool = False, overall: Any = None) -> int:
     """Encode every patch of ``patches_h5`` and write the feature file ``out_h5``.
 
@@ -126,7 +153,8 @@ def extract_slide(slide: Slide, patches_h5: str | os.PathLike, encoder: Encoder,
         batch_size: patches per forward pass.
         num_workers: DataLoader worker processes reading patches (0: read in this process).
         precision: ``fp32`` or ``fp16`` storage of the features.
-        progress: a tqdm bar for this slide on stderr.
+        progress: a tqdm bar for this slide on stderr (``None``: when stderr is a terminal, so
+            batch logs get no carriage-return lines).
         amp: autocast on CUDA.
         overwrite: replace an existing ``out_h5`` (otherwise refused).
         overall: a tqdm bar over all slides, advanced by the patches done here.
@@ -162,17 +190,22 @@ def extract_slide(slide: Slide, patches_h5: str | os.PathLike, encoder: Encoder,
         hint = " (float16 overflow? try precision fp32)" if dtype is np.float16 else ""
         raise SrmilError(f"encoder {encoder.name!r} gave non-finite features for {bad} of {n} "
                          f"patches{hint}", out_h5)
-    _write(out_h5, feats, coords, attrs, encoder.name, slide_id, overwrite)
+    _write(out_h5, feats, coords, attrs, encoder.name, weights_sha256(encoder.weights), slide_id,
+           overwrite)
     return n
 
 
 def encode_patches(slide: Slide, coords: np.ndarray, ps0: int, encoder: Encoder,
                    out: np.ndarray, *, batch_size: int = 64, num_workers: int = 2,
-                   progress: bool = True, amp: bool = True, desc: str = "",
+                   progress: bool | None = None, amp: bool = True, desc: str = "",
                    overall: Any = None) -> None:
     """Fill ``out`` (N, D) with the encoder's features of the patches at ``coords`` (level-0
-    top-left, side ``ps0``), read by ``num_workers`` DataLoader workers."""
+    top-left, side ``ps0``), read by ``num_workers`` DataLoader workers; a progress bar as
+    ``extract_slide``'s."""
     from tqdm import tqdm
+
+    if progress is None:
+        progress = sys.stderr.isatty()
 
     device = encoder.device
     dataset = PatchDataset(slide, coords, ps0, encoder.read_size)

@@ -10,17 +10,17 @@ Job directory (TRIDENT's, plus srmil's status tables)::
         features_<encoder>/<slide>.h5                             status_features_<encoder>.csv
 
 Each stage skips a slide whose output exists and is valid for the current settings, redoes one
-that is truncated or stale (patches made from other contours, features from other patches),
-and never stops the cohort for one bad slide: its row says ``failed`` with one line. The
-features stage is given by the caller (``FeaturesStage``), so this layer does not import the
-encoders.
+that is truncated or stale (patches made from other contours, or for another scan magnification
+or level-0 patch size than the slide has now, e.g. after an mpp override; features from other
+patches, of another encoder, precision or weights file), and never stops the cohort for one bad
+slide: its row says ``failed`` with one line. The features stage is given by the caller
+(``FeaturesStage``), so this layer does not import the encoders.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -32,10 +32,12 @@ import h5py
 import numpy as np
 
 from srmil.config import PatchConfig, TissueConfig
-from srmil.errors import SrmilError
+from srmil.errors import SrmilError, first_line
 from srmil.slides.job import Claim, StatusRow, StatusTable, ensure_writable
 from srmil.slides.patching import (
     TRIDENT_COORDS_ATTRS,
+    PatchGrid,
+    patch_grid,
     read_patches,
     select_patches,
     trident_dir,
@@ -51,25 +53,22 @@ from srmil.slides.tissue import (
 from srmil.storage import atomic_path, write_json
 
 STAGES = ("segment", "patch", "features")
-_EXC_PREFIX = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
-
-
-def one_line(text: str) -> str:
-    """One line of an error message; from a re-raised traceback (DataLoader workers), its last."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    if not lines:
-        return ""
-    if len(lines) > 1 and any("Traceback (most recent call last)" in ln for ln in lines):
-        return _EXC_PREFIX.sub("", lines[-1])
-    return lines[0]
 
 
 @dataclass(frozen=True)
 class FeaturesStage:
-    """The features stage: ``fn(slide, patches_h5, out_h5) -> N`` writes ``out_h5`` atomically."""
+    """The features stage: ``fn(slide, patches_h5, out_h5, overwrite) -> N`` writes ``out_h5``
+    atomically (replacing an existing file, when ``overwrite``, only once the new one is
+    complete).
 
-    encoder: str  # folder name features_<encoder>
-    fn: Callable[[Slide, Path, Path], int]
+    ``precision`` (``fp32``/``fp16``) and ``weights_sha256`` (``encoders.weights_sha256``) are
+    what an existing feature file must have been made with to be kept; ``None``: not checked.
+    """
+
+    encoder: str  # folder name features_<encoder>, and the file's ``encoder`` attr
+    fn: Callable[[Slide, Path, Path, bool], int]
+    precision: str | None = None
+    weights_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,8 +131,13 @@ def check_geojson(path: Path) -> str | None:
     return None if n else "no polygon"
 
 
-def check_patches(path: Path, cfg: PatchConfig, contours_sha1: str | None = None) -> str | None:
-    """None when ``path`` is a complete patch file for ``cfg`` and these contours, else why."""
+def check_patches(path: Path, cfg: PatchConfig, contours_sha1: str | None = None,
+                  grid: PatchGrid | None = None) -> str | None:
+    """None when ``path`` is a complete patch file for ``cfg`` and these contours, else why.
+
+    With ``grid`` (``patch_grid`` of the slide as opened now), the file's scan magnification and
+    level-0 patch size must be the grid's: an mpp override that changes them makes it stale.
+    """
     if not path.is_file():
         return "missing"
     try:
@@ -148,6 +152,10 @@ def check_patches(path: Path, cfg: PatchConfig, contours_sha1: str | None = None
     for k, v in want.items():
         if attrs[k] != v:
             return f"made with {k}={attrs[k]}, not {v}"
+    if grid is not None:
+        for k in ("level0_magnification", "patch_size_level0"):
+            if attrs[k] != getattr(grid, k):
+                return f"made with {k}={attrs[k]}, the slide now gives {getattr(grid, k)}"
     if "min_tissue" in attrs and abs(float(attrs["min_tissue"]) - cfg.min_tissue) > 1e-9:
         return f"made with min_tissue={attrs['min_tissue']}, not {cfg.min_tissue}"
     if contours_sha1 and attrs.get("contours_sha1") not in (None, "None", contours_sha1):
@@ -155,26 +163,55 @@ def check_patches(path: Path, cfg: PatchConfig, contours_sha1: str | None = None
     return None
 
 
-def check_features(path: Path, patches: Path) -> str | None:
-    """None when ``path`` holds features for exactly the coordinates of ``patches``, else why."""
+_PRECISION_DTYPES = {"fp32": np.dtype(np.float32), "fp16": np.dtype(np.float16)}
+
+
+def _attr_text(v: Any) -> Any:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+
+
+def check_features(path: Path, patches: Path, encoder: str | None = None,
+                   precision: str | None = None,
+                   weights_sha256: str | None = None) -> str | None:
+    """None when ``path`` holds features for exactly the coordinates of ``patches``, made as
+    asked, else why not.
+
+    ``encoder`` is compared with the ``encoder`` attr of ``features`` when the file has one.
+    ``precision`` (storage dtype) and ``weights_sha256`` are compared only on files srmil wrote
+    (they have a ``weights_sha256`` attr): a TRIDENT-made file is kept as it is. ``None``: not
+    compared.
+    """
     if not path.is_file():
         return "missing"
     try:
         with h5py.File(path, "r") as h5:
             if "features" not in h5 or "coords" not in h5:
                 return "no 'features' or 'coords' dataset"
-            fshape = h5["features"].shape
+            fshape, fdtype = h5["features"].shape, h5["features"].dtype
+            fattrs = {k: _attr_text(v) for k, v in h5["features"].attrs.items()}
             coords = h5["coords"][()]
+            ps0 = h5["coords"].attrs.get("patch_size_level0")
     except OSError as exc:
-        return f"cannot read as HDF5 (truncated or corrupt): {str(exc).splitlines()[0]}"
+        return f"cannot read as HDF5 (truncated or corrupt): {first_line(str(exc))}"
     if len(fshape) != 2 or fshape[0] != len(coords):
         return f"'features' has shape {fshape} for {len(coords)} coords"
+    if encoder is not None and fattrs.get("encoder", encoder) != encoder:
+        return f"made with encoder {fattrs['encoder']!r}, not {encoder!r}"
+    if "weights_sha256" in fattrs:  # srmil's own file
+        want_dtype = _PRECISION_DTYPES.get(precision or "")
+        if want_dtype is not None and fdtype != want_dtype:
+            return f"stored as {fdtype}, not {precision}"
+        if weights_sha256 is not None and fattrs["weights_sha256"] != weights_sha256:
+            return "made with another weights file"
     try:
-        want, _ = read_patches(patches)
+        want, pattrs = read_patches(patches)
     except SrmilError:
         return None  # no patch file to compare with: trust the features file
     if coords.shape != want.shape or not np.array_equal(coords, want):
         return "made from other patch coordinates"
+    want_ps0 = pattrs.get("patch_size_level0")
+    if ps0 is not None and want_ps0 is not None and int(ps0) != int(want_ps0):
+        return f"made from patches of level-0 size {int(ps0)}, not {int(want_ps0)}"
     return None
 
 
@@ -249,13 +286,14 @@ class Pipeline:
                              contours)
         sha = _sha1(contours)
         out = self.layout.patches(sid)
-        why = check_patches(out, self.patch, sha)
+        grid = patch_grid(slide(), self.patch)  # the slide as opened now (mpp override, …)
+        why = check_patches(out, self.patch, sha, grid)
         if why is None and not self.overwrite:
             return "skipped", "patches exist"
         with Claim(out) as claim:
             if not claim.held:
                 return "busy", f"claimed by {claim.holder() or 'another process'}"
-            why = check_patches(out, self.patch, sha)
+            why = check_patches(out, self.patch, sha, grid)
             if why is None and not self.overwrite:
                 return "skipped", "patches exist"
             polygons = read_geojson(contours)
@@ -278,17 +316,24 @@ class Pipeline:
         if not patches.is_file():
             raise SrmilError("no patch file; run `srmil patch` first", patches)
         out = self.layout.features(sid, feats.encoder)
-        why = check_features(out, patches)
+
+        def check() -> str | None:
+            return check_features(out, patches, feats.encoder, feats.precision,
+                                  feats.weights_sha256)
+
+        why = check()
         if why is None and not self.overwrite:
             return "skipped", "features exist"
         with Claim(out) as claim:
             if not claim.held:
                 return "busy", f"claimed by {claim.holder() or 'another process'}"
-            why = check_features(out, patches)
+            why = check()
             if why is None and not self.overwrite:
                 return "skipped", "features exist"
-            out.unlink(missing_ok=True)  # stale or truncated: the writer refuses to overwrite
-            n = feats.fn(slide(), patches, out)
+            if why is not None:  # stale or truncated: never kept, even if the redo fails
+                out.unlink(missing_ok=True)
+            # a valid file (--overwrite) is replaced by the atomic rename, only on success
+            n = feats.fn(slide(), patches, out, True)
         redo = "" if why == "missing" else f" (replaced: {why})"
         return "done", f"{n} patches{redo}"
 
@@ -353,9 +398,9 @@ class Pipeline:
                             assert features is not None
                             status, reason = self._features(sid, slide, features)
                     except SrmilError as exc:
-                        status, reason = "failed", one_line(str(exc))
+                        status, reason = "failed", first_line(str(exc))
                     except Exception as exc:  # one bad slide never stops the cohort
-                        status, reason = "failed", f"{type(exc).__name__}: {one_line(str(exc))}"
+                        status, reason = "failed", f"{type(exc).__name__}: {first_line(str(exc))}"
                     if status == "busy":
                         status, weak = "skipped", True
                         reason = f"busy: {reason}"

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from srmil.errors import SrmilError
+from srmil.errors import SrmilError, first_line
 from srmil.registry import Registry
 
 # File suffixes OpenSlide reads (lower case). DICOM slides (a folder of .dcm files) are not listed.
@@ -118,11 +118,6 @@ class Slide:
 SLIDE_READERS: Registry[type[Slide]] = Registry("slide reader")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
 def _rgba_to_rgb(arr: np.ndarray) -> np.ndarray:
     """(h, w, 4) RGBA (OpenSlide: not premultiplied) composited on white → (h, w, 3) uint8."""
     rgb = arr[..., :3]
@@ -155,7 +150,8 @@ class OpenSlideSlide(Slide):
             raise SrmilError("not a slide OpenSlide can read (unsupported format, or truncated)",
                              self.path) from None
         except (openslide.OpenSlideError, OSError) as exc:
-            raise SrmilError(f"cannot open slide: {_first_line(exc)}", self.path) from None
+            why = first_line(str(exc)) or type(exc).__name__
+            raise SrmilError(f"cannot open slide: {why}", self.path) from None
         try:
             osr = self._osr
             self.dimensions = tuple(osr.dimensions)  # type: ignore[assignment]
@@ -212,7 +208,8 @@ class OpenSlideSlide(Slide):
             img = self._osr.read_region((int(xy[0]), int(xy[1])), int(level),
                                         (int(size[0]), int(size[1])))
         except Exception as exc:  # openslide.OpenSlideError, or a closed/broken handle
-            raise SrmilError(f"cannot read slide pixels: {_first_line(exc)}", self.path) from None
+            why = first_line(str(exc)) or type(exc).__name__
+            raise SrmilError(f"cannot read slide pixels: {why}", self.path) from None
         return _rgba_to_rgb(np.asarray(img))  # (h, w, 3)
 
     def thumbnail(self, max_side: int) -> tuple[np.ndarray, float]:
@@ -222,7 +219,8 @@ class OpenSlideSlide(Slide):
         try:
             img = self._osr.get_thumbnail((tw, th))
         except Exception as exc:
-            raise SrmilError(f"cannot read slide pixels: {_first_line(exc)}", self.path) from None
+            why = first_line(str(exc)) or type(exc).__name__
+            raise SrmilError(f"cannot read slide pixels: {why}", self.path) from None
         arr = np.asarray(img.convert("RGBA"))
         return _rgba_to_rgb(arr), w / arr.shape[1]
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from srmil.config import TissueConfig
-from srmil.errors import SrmilError
+from srmil.errors import SrmilError, first_line
 from srmil.slides.readers import Slide
 
 TISSUE_COLOR = (0, 200, 0)  # QC drawing and QuPath class colour
@@ -71,6 +71,29 @@ def _closed(ring: np.ndarray, positive: bool) -> np.ndarray:
     return ring
 
 
+def saturation(rgb: np.ndarray, rows: int = 1024) -> np.ndarray:
+    """HSV saturation of an RGB image, scaled to 0-255: ⌊255·(max - min) / max⌋, 0 where max is 0.
+
+    ``skimage.color.rgb2hsv``'s S channel without its float64 H and V (it needs ~100 bytes per
+    pixel); integer arithmetic, a block of ``rows`` rows at a time.
+
+    Args:
+        rgb: (h, w, 3) uint8.
+
+    Returns:
+        (h, w) uint8.
+    """
+    out = np.empty(rgb.shape[:2], dtype=np.uint8)
+    for r in range(0, rgb.shape[0], rows):
+        c0, c1, c2 = (rgb[r:r + rows, :, i] for i in range(3))  # (b, w) uint8 each
+        hi = np.maximum(np.maximum(c0, c1), c2).astype(np.uint16)  # (b, w)
+        delta = hi - np.minimum(np.minimum(c0, c1), c2)  # (b, w) uint16
+        delta *= 255
+        delta //= np.maximum(hi, 1)
+        out[r:r + rows] = delta
+    return out
+
+
 def tissue_mask(rgb: np.ndarray, px_um: float, cfg: TissueConfig = TissueConfig()) -> np.ndarray:
     """Tissue mask of an RGB image whose pixels are ``px_um`` µm wide.
 
@@ -82,20 +105,22 @@ def tissue_mask(rgb: np.ndarray, px_um: float, cfg: TissueConfig = TissueConfig(
     Returns:
         (h, w) bool.
     """
-    from skimage.color import rgb2hsv
+    from scipy.ndimage import binary_closing
     from skimage.filters import median, threshold_otsu
-    from skimage.morphology import closing, disk, remove_small_holes, remove_small_objects
+    from skimage.morphology import disk, remove_small_holes, remove_small_objects
 
-    sat = (rgb2hsv(rgb)[..., 1] * 255).astype(np.uint8)  # (h, w)
+    sat = saturation(rgb)  # (h, w) uint8
     r_med = max(1, round(cfg.median_um / px_um / 2))
     sat = median(sat, disk(r_med))
     thr = cfg.min_saturation * 255
-    if sat.max() > sat.min():
-        thr = max(thr, float(threshold_otsu(sat)))
+    lo, hi = int(sat.min()), int(sat.max())
+    if hi > lo:  # Otsu on the 256-bin histogram, as threshold_otsu(sat) bins a uint8 image
+        counts = np.bincount(sat.ravel(), minlength=256)[lo:hi + 1]
+        thr = max(thr, float(threshold_otsu(hist=(counts, np.arange(lo, hi + 1)))))
     mask = sat > thr  # (h, w)
     r_close = max(1, round(cfg.close_um / px_um))
     padded = np.pad(mask, r_close)  # closing must not erode at the image border
-    mask = closing(padded, disk(r_close))[r_close:-r_close, r_close:-r_close]
+    mask = binary_closing(padded, disk(r_close))[r_close:-r_close, r_close:-r_close]
     px_mm2 = (px_um / 1000.0) ** 2
     hole_px = int(cfg.min_hole_mm2 / px_mm2)
     if hole_px > 0:
@@ -227,7 +252,7 @@ def read_geojson(path: str | os.PathLike) -> list[TissuePolygon]:
     except FileNotFoundError:
         raise SrmilError("no such GeoJSON file", p) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SrmilError(f"not valid JSON: {str(exc).splitlines()[0]}", p) from None
+        raise SrmilError(f"not valid JSON: {first_line(str(exc))}", p) from None
     if not isinstance(obj, (dict, list)):
         raise SrmilError("not a GeoJSON object", p)
     out = []
