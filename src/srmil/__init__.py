@@ -22,6 +22,11 @@ _EXPORTS = {
     "Problem": "srmil.errors", "SrmilError": "srmil.errors",
     "SpatialGraph": "srmil.graphs.grid", "build_edge_index": "srmil.graphs.grid",
     "build_graph": "srmil.graphs.grid",
+    "SLIDE_READERS": "srmil.slides", "open_slide": "srmil.slides",
+    "ENCODERS": "srmil.features", "create_encoder": "srmil.features",
+    "extract_slide": "srmil.features",
+    "MODELS": "srmil.models", "create_model": "srmil.models",  # the package registers them all
+    "heatmap_run": "srmil.reports.slide_heatmaps",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from pathlib import Path
 
@@ -101,6 +102,54 @@ def _synthetic_slide(side: int = 2048, seed: int = 0):
     return s
 
 
+def write_bench_pyramid(source: str | Path, out: str | Path, reps: tuple[int, int] = (2, 2),
+                        levels: int = 3) -> Path:
+    """A 40× pyramid TIFF from a 20× slide, for reading benchmarks: the slide upsampled 2×
+    (nearest), tiled ``reps`` (x, y) times (alternate copies mirrored), levels 40×, 20×, 10×.
+
+    Tiles are 256 px, zlib (``imagecodecs``' JPEG is not a dependency); level 0 is written
+    tile by tile from the 20× level, so memory holds the 20× level, not level 0. OpenSlide
+    reads the file as ``generic-tiff`` with the pixel size from its resolution tags.
+    """
+    import tifffile
+    from PIL import Image
+
+    from srmil.slides.readers import open_slide
+
+    with open_slide(source) as s:
+        w, h = s.dimensions
+        base = s.read_region((0, 0), 0, (w, h))  # (h, w, 3) at 20×
+        mpp = s.mpp / 2
+    row = [base if i % 2 == 0 else base[:, ::-1] for i in range(reps[0])]
+    rows = [np.concatenate(row, 1) for _ in range(reps[1])]
+    half = np.concatenate([r if j % 2 == 0 else r[::-1] for j, r in enumerate(rows)], 0)
+    hh, hw = half.shape[:2]  # level 1 (20×); level 0 is (2 hh, 2 hw)
+    t = 256
+
+    def level0_tiles():
+        for y in range(0, 2 * hh, t):
+            for x in range(0, 2 * hw, t):
+                blk = half[y // 2:(y + t) // 2, x // 2:(x + t) // 2].repeat(2, 0).repeat(2, 1)
+                tile = np.full((t, t, 3), 255, np.uint8)
+                tile[:blk.shape[0], :blk.shape[1]] = blk
+                yield tile
+
+    dest = Path(out)
+    with tifffile.TiffWriter(dest, bigtiff=True) as tif:
+        for lvl in range(levels):
+            res = 1e4 / (mpp * 2**lvl)  # px per cm
+            kw = {"resolution": (res, res), "resolutionunit": "CENTIMETER", "tile": (t, t),
+                  "compression": "zlib", "photometric": "rgb", "metadata": None,
+                  "subfiletype": 1 if lvl else 0}
+            if lvl == 0:
+                tif.write(level0_tiles(), shape=(2 * hh, 2 * hw, 3), dtype=np.uint8, **kw)
+            else:
+                tif.write(half, **kw)
+                half = np.asarray(Image.fromarray(half).resize(
+                    (half.shape[1] // 2, half.shape[0] // 2), Image.Resampling.BOX))
+    return dest
+
+
 def bench_extract(slide_path: str | None = None, n_patches: int = 128,
                   workers: tuple[int, ...] = (0, 2), batch_size: int = 32,
                   encoders: tuple[str, ...] = ("stain_stats", "resnet50_trunc"),
@@ -109,37 +158,55 @@ def bench_extract(slide_path: str | None = None, n_patches: int = 128,
     in memory), and of read + encode through ``encode_patches`` (the ``extract_slide`` loop),
     for each DataLoader worker count. ResNet-50 runs with random weights (same cost).
 
-    Patches: the tissue patches (20×, ``patch_size`` px) of ``slide_path`` (default: the
-    CMU-1 fixture when fetched, else an in-memory synthetic slide), repeated in order up to
-    ``n_patches``.
+    Patches: the first ``n_patches`` distinct tissue patches (20×, ``patch_size`` px, in
+    grid order, as extraction reads them; fewer if the slide has fewer) of ``slide_path``.
+    By default a 40× pyramid written to a temporary folder from the CMU-1 fixture (upsampled
+    2×, tiled 2 × 2: :func:`write_bench_pyramid`), so patches are read from its 20× level as
+    for a 40× scan and no patch is read twice; without the fixture an in-memory synthetic
+    slide.
 
     Returns:
         (a line describing the input, rows of {stage, encoder, workers, patches, seconds,
         patches_per_s}).
     """
+    from srmil.slides.readers import open_slide
+
+    fixture = FIXTURES_DIR / "cmu_small_region.svs"
+    with tempfile.TemporaryDirectory(prefix="srmil-bench-") as tmp:
+        name = slide_path or "synthetic in-memory slide"
+        if slide_path is None and fixture.is_file():
+            slide_path = str(write_bench_pyramid(fixture, Path(tmp) / "cmu_40x_2x2.tif"))
+            name = f"40× pyramid (zlib TIFF) of {fixture.name} upsampled 2×, tiled 2 × 2"
+        slide = open_slide(slide_path) if slide_path else _synthetic_slide()
+        try:
+            return _bench_extract(slide, name, n_patches, workers, batch_size, encoders,
+                                  patch_size)
+        finally:
+            slide.close()
+
+
+def _bench_extract(slide, name: str, n_patches: int, workers: tuple[int, ...], batch_size: int,
+                   encoders: tuple[str, ...], patch_size: int) -> tuple[str, list[dict]]:
     import torch
 
     from srmil.config import PatchConfig
     from srmil.features.encoders import create_encoder
     from srmil.features.extract import PatchDataset, _worker_init, encode_patches
-    from srmil.slides.patching import read_patch, select_patches
-    from srmil.slides.readers import open_slide
+    from srmil.slides.patching import patch_level, read_patch, select_patches
     from srmil.slides.tissue import segment_tissue
 
-    fixture = FIXTURES_DIR / "cmu_small_region.svs"
-    if slide_path is None and fixture.is_file():
-        slide_path = str(fixture)
-    slide = open_slide(slide_path) if slide_path else _synthetic_slide()
     cfg = PatchConfig(magnification=20, patch_size=patch_size)
     coords, _, grid = select_patches(slide, segment_tissue(slide).polygons, cfg)
     if len(coords) == 0:
-        raise RuntimeError(f"no tissue patches on {slide_path or 'the synthetic slide'}")
-    distinct = len(coords)
-    coords = np.resize(coords, (n_patches, 2))  # repeat in order
+        raise RuntimeError(f"no tissue patches on {name}")
+    coords = coords[:n_patches]  # distinct patches only: no read is cache-warm by repetition
+    n_patches = len(coords)
     ps0 = grid.patch_size_level0
-    source = (f"{slide_path or 'synthetic in-memory slide'} ({slide.dimensions[0]}×"
-              f"{slide.dimensions[1]}, {slide.magnification}×): {n_patches} patches of "
-              f"{patch_size} px at 20× ({distinct} distinct tissue patches, repeated)")
+    level, side = patch_level(slide, ps0, patch_size)
+    source = (f"{name} ({slide.dimensions[0]}×{slide.dimensions[1]}, {slide.magnification}×, "
+              f"{slide.level_count} levels): {n_patches} distinct tissue patches of "
+              f"{patch_size} px at 20×, read as {side} px from level {level} "
+              f"(downsample {slide.level_downsamples[level]:g})")
     rows: list[dict] = []
 
     def row(stage: str, enc: str | None, w: int | None, seconds: float) -> None:
@@ -172,5 +239,4 @@ def bench_extract(slide_path: str | None = None, n_patches: int = 128,
             encode_patches(slide, coords, ps0, enc, out, batch_size=batch_size, num_workers=w,
                            progress=False, amp=False, desc="", overall=None)
             row("read+encode", name, w, time.perf_counter() - t0)
-    slide.close()
     return source, rows

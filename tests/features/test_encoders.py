@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import timm
@@ -236,6 +238,29 @@ def test_never_loads_pretrained_weights_from_a_hub(monkeypatch, tmp_path):
     assert create_encoder("timm:resnet18", weights=path).weights == str(path)
     with torch.device("meta"):
         assert create_encoder("uni", allow_random=True).dim == 1024
+
+
+@pytest.mark.parametrize("before", [None, "0"])
+def test_hub_offline_only_while_timm_builds_the_model(monkeypatch, before):
+    seen = []
+    real = timm.create_model
+
+    def spy(*args, **kwargs):
+        seen.append(os.environ.get("HF_HUB_OFFLINE"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", spy)
+    if before is None:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    else:
+        monkeypatch.setenv("HF_HUB_OFFLINE", before)
+    env = dict(os.environ)
+    with torch.device("meta"):
+        create_encoder("timm:resnet18", allow_random=True)
+    with pytest.raises(ConfigError):  # and after a failure too
+        create_encoder("timm:no_such_net", allow_random=True)
+    assert seen == ["1"]
+    assert dict(os.environ) == env
 
 
 def test_weights_identity_is_the_sha256_of_the_file(tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from report_helpers import CMU_SVS, UNREADABLE_SVS
 
+from fixture_files import fixture_file
 from srmil.bags.synth import write_cohort
 from srmil.cli.main import main
 from srmil.config import SynthConfig
@@ -27,20 +27,13 @@ def tiny_run(tmp_path_factory) -> dict:
     return {"run": run, "bags": Path(s["features_dir"]), "labels": Path(s["labels_csv"])}
 
 
-def _fixture_file(p: Path) -> Path:
-    if not p.is_file():
-        pytest.fail(f"{p} is missing: run `make fixtures` (tests/fetch_fixtures.py)",
-                    pytrace=False)
-    return p
-
-
 @pytest.fixture
 def cmu_svs() -> Path:
     """OpenSlide's real CMU-1-Small-Region Aperio slide, fetched by ``make fixtures``."""
-    return _fixture_file(CMU_SVS)
+    return fixture_file("cmu_small_region.svs")
 
 
 @pytest.fixture
 def unreadable_svs() -> Path:
     """OpenSlide's slide that opens, then fails on the first pixel read."""
-    return _fixture_file(UNREADABLE_SVS)
+    return fixture_file("unreadable.svs")

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from srmil.cli.main import main
-
-ROOT = Path(__file__).resolve().parents[2]
-CMU_SVS = ROOT / ".cache" / "fixtures" / "cmu_small_region.svs"
-UNREADABLE_SVS = ROOT / ".cache" / "fixtures" / "unreadable.svs"
 
 
 def cli(capsys, *argv) -> tuple[int, str, str]:

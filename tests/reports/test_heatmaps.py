@@ -19,11 +19,11 @@ from srmil.reports.heatmaps import (
 )
 from srmil.reports.patch_outputs import (
     check_fits_slide,
-    read_crop,
     scores_table,
     top_bottom,
     write_geojson,
 )
+from srmil.slides.patching import read_patch
 
 
 def test_score_grid_matches_brute_force_with_y_down():
@@ -149,11 +149,11 @@ class FakeSlide:
         return self.img[::ds, ::ds], float(ds)
 
 
-def test_crops_read_the_patch_at_its_coordinates():
+def test_crops_read_the_patch_at_its_coordinates_on_any_contract_slide():
     s = FakeSlide()
-    crop = read_crop(s, (512, 256), 256, 256)  # downsample 1: level 0, exact pixels
+    crop = read_patch(s, (512, 256), 256, 256)  # downsample 1: level 0, exact pixels
     assert np.array_equal(crop, s.img[256:512, 512:768])
-    small = read_crop(s, (512, 128), 1024, 256)  # downsample 4: level 1, no resize
+    small = read_patch(s, (512, 128), 1024, 256)  # downsample 4: level 1, no resize
     assert np.array_equal(small, s.img[128:1152:4, 512:1536:4])
 
 
@@ -188,7 +188,7 @@ def test_real_aperio_slide_overlay_and_crops(tmp_path, cmu_svs):
         thumb, scale = slide.thumbnail(600)
         assert max(thumb.shape[:2]) == 600
         p = render_overlay(tmp_path / "o.png", thumb, scale, coords, cells.sum(1) * 1.0, 256)
-        crop = read_crop(slide, (256, 512), 256, 128)
+        crop = read_patch(slide, (256, 512), 256, 128)
         ref = slide.read_region((256, 512), 0, (256, 256))
     assert mpimg.imread(p).shape[0] > 300
     assert crop.shape == (128, 128, 3) and crop.dtype == np.uint8

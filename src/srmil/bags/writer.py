@@ -6,11 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
-from srmil.slides.patching import trident_dir  # TRIDENT's job sub-folder name
-from srmil.storage import atomic_path
+from srmil.slides.patching import trident_dir, write_trident_h5  # TRIDENT's layout, h5
 
 __all__ = ["trident_dir", "write_trident_bag"]
 
@@ -36,18 +34,10 @@ def write_trident_bag(
     """
     dest = Path(path)
     name = dest.name[: -len(".h5")] if dest.name.endswith(".h5") else dest.stem
-    with atomic_path(dest, overwrite) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            c = h5.create_dataset("coords", data=np.asarray(coords, dtype=np.int64))
-            c.attrs["patch_size"] = patch_size
-            c.attrs["patch_size_level0"] = patch_size * level0_magnification // target_magnification
-            c.attrs["level0_magnification"] = level0_magnification
-            c.attrs["target_magnification"] = target_magnification
-            c.attrs["overlap"] = overlap
-            c.attrs["name"] = name
-            for k, v in (extra_attrs or {}).items():
-                c.attrs[k] = "None" if v is None else v
-            f = h5.create_dataset("features", data=features)
-            f.attrs["name"] = name
-            f.attrs["encoder"] = encoder or "None"
-    return dest
+    attrs = {"patch_size": patch_size,
+             "patch_size_level0": patch_size * level0_magnification // target_magnification,
+             "level0_magnification": level0_magnification,
+             "target_magnification": target_magnification, "overlap": overlap, "name": name,
+             **(extra_attrs or {})}
+    return write_trident_h5(dest, coords, attrs, features, {"name": name, "encoder": encoder},
+                            overwrite=overwrite)

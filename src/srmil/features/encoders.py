@@ -343,16 +343,25 @@ PRESETS: dict[str, EncoderPreset] = {p.name: p for p in (
 
 
 def _create_timm(arch: str, kwargs: dict[str, Any]) -> nn.Module:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: pretrained=False below
-    import timm
-
-    base = arch.split(".")[0]
-    if not timm.is_model(base):
-        raise ConfigError(f"unknown timm architecture {arch!r} (see timm.list_models())")
+    """A timm model without weights; ``HF_HUB_OFFLINE=1`` only while timm builds it (belt and
+    braces: ``pretrained=False``), the caller's environment is restored afterwards."""
+    before = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
     try:
-        return timm.create_model(arch, pretrained=False, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"timm {arch!r} does not accept these options: {exc}") from None
+        import timm
+
+        base = arch.split(".")[0]
+        if not timm.is_model(base):
+            raise ConfigError(f"unknown timm architecture {arch!r} (see timm.list_models())")
+        try:
+            return timm.create_model(arch, pretrained=False, **kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"timm {arch!r} does not accept these options: {exc}") from None
+    finally:
+        if before is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before
 
 
 def _truncate(model: nn.Module, truncate: str | None) -> nn.Module:

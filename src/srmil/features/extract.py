@@ -21,16 +21,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from srmil.errors import SrmilError
 from srmil.features.encoders import Encoder, weights_sha256
-from srmil.slides.patching import read_patch, read_patches
+from srmil.slides.patching import read_patch, read_patches, write_trident_h5
 from srmil.slides.readers import SLIDE_READERS, Slide, open_slide
-from srmil.storage import atomic_path
 
 PRECISIONS = {"fp32": np.float32, "fp16": np.float16}
 
@@ -123,16 +121,10 @@ def _positive_int_attr(attrs: dict[str, Any], key: str, path: Path) -> int:
 
 def _write(out_h5: Path, features: np.ndarray, coords: np.ndarray, coords_attrs: dict[str, Any],
            encoder_name: str, weights_id: str, slide_id: str, overwrite: bool) -> None:
-    with atomic_path(out_h5, overwrite) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            c = h5.create_dataset("coords", data=coords.astype(np.int64).reshape(-1, 2))
-            for k, v in coords_attrs.items():
-                c.attrs[k] = "None" if v is None else v
-            f = h5.create_dataset("features", data=features)
-            f.attrs["encoder"] = encoder_name
-            f.attrs["name"] = slide_id
-            f.attrs["savetodir"] = os.fspath(out_h5.parent)
-            f.attrs["weights_sha256"] = weights_id
+    write_trident_h5(out_h5, coords, coords_attrs, features,
+                     {"encoder": encoder_name, "name": slide_id,
+                      "savetodir": os.fspath(out_h5.parent), "weights_sha256": weights_id},
+                     overwrite=overwrite)
 
 
 def extract_slide(slide: Slide, patches_h5: str | os.PathLike, encoder: Encoder,

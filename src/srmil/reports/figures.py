@@ -23,10 +23,15 @@ def _plt():
     return plt
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def save_figure(fig, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write a matplotlib figure as PNG (white background, atomically), then close it.
+
+    The figure is closed even when the write fails (an existing ``path`` without
+    ``overwrite``), so a failed report leaks no figure.
+    """
     dest = Path(path)
     try:
-        with atomic_path(dest, overwrite=True) as tmp:
+        with atomic_path(dest, overwrite) as tmp:
             fig.savefig(tmp, format="png", facecolor="white")
     finally:
         _plt().close(fig)
@@ -66,7 +71,7 @@ def pr_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.P
     ax.set(xlabel="recall", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.02))
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, overwrite=True)
 
 
 def confusion_figure(y: np.ndarray, pred: np.ndarray, classes: list[str],
@@ -91,7 +96,7 @@ def confusion_figure(y: np.ndarray, pred: np.ndarray, classes: list[str],
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, overwrite=True)
 
 
 def history_figure(histories: dict[int, pd.DataFrame], path: str | os.PathLike,
@@ -133,4 +138,4 @@ def history_figure(histories: dict[int, pd.DataFrame], path: str | os.PathLike,
     axes.ravel()[0].legend(fontsize=7)
     fig.suptitle("Training curves (dot: selected epoch)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, overwrite=True)

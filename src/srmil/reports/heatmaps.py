@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from srmil.errors import SrmilError
+from srmil.reports.figures import save_figure
 from srmil.reports.scores import rank_percentile
-from srmil.storage import atomic_path
 
 NORMS = ("rank", "minmax")
 MAX_GRID_CELLS = 25_000_000  # 100 MB of float32; a 100,000-patch slide needs ~0.3 M cells
@@ -182,14 +182,24 @@ def render_heatmap(
     norm: str = "rank", kind: str = "score", title: str = "", cmap: str = DEFAULT_CMAP,
     max_side: int = 1200, dpi: int = 100, unit: str = "px", overwrite: bool = False,
 ) -> Path:
-    """Draw the scores on the patch grid (bag alone: no slide needed) and write a PNG.
+    """Write :func:`heatmap_figure` as a PNG (atomically; ``overwrite`` replaces ``path``)."""
+    fig, _ = heatmap_figure(coords, scores, step, norm=norm, kind=kind, title=title, cmap=cmap,
+                            max_side=max_side, dpi=dpi, unit=unit)
+    return save_figure(fig, path, overwrite)
+
+
+def heatmap_figure(
+    coords: np.ndarray, scores: np.ndarray, step: float, *, norm: str = "rank",
+    kind: str = "score", title: str = "", cmap: str = DEFAULT_CMAP, max_side: int = 1200,
+    dpi: int = 100, unit: str = "px",
+):
+    """Draw the scores on the patch grid (bag alone: no slide needed): (figure, axes).
 
     Background (no patch) is white, the tissue outline (edge of the patched area, holes
     included) dark grey, y points down as on the slide, and the colour bar names the
     normalisation.
 
     Args:
-        path: PNG to write (atomically).
         coords: (N, 2) top-left patch positions (level-0 px, or µm for ``unit="um"``).
         scores: (N,) raw scores, same order as ``coords``.
         step: grid step in the coordinates' frame.
@@ -199,7 +209,9 @@ def render_heatmap(
         cmap: matplotlib colour map (signed min-max scores swap the default for ``coolwarm``).
         max_side: pixels of the grid panel's long side (the chosen resolution).
         unit: ``px`` or ``um`` (axis labels).
-        overwrite: replace an existing ``path``.
+
+    Returns:
+        The figure and its grid axes, whose data frame is the coordinates' frame (y down).
     """
     import matplotlib
 
@@ -222,13 +234,7 @@ def render_heatmap(
     cb.ax.tick_params(labelsize=7)
     if title:
         ax.set_title(title, fontsize=9)
-    dest = Path(path)
-    try:
-        with atomic_path(dest, overwrite) as tmp:
-            fig.savefig(tmp, format="png", facecolor="white")
-    finally:
-        plt.close(fig)
-    return dest
+    return fig, ax
 
 
 def render_overlay(
@@ -237,10 +243,22 @@ def render_overlay(
     title: str = "", cmap: str = DEFAULT_CMAP, alpha: float = 0.5, max_side: int = 1200,
     dpi: int = 100, overwrite: bool = False,
 ) -> Path:
-    """Two panels, the slide thumbnail and the scores over it, written as one PNG.
+    """Write :func:`overlay_figure` as a PNG (atomically; ``overwrite`` replaces ``path``)."""
+    fig, _ = overlay_figure(thumb, scale, coords_px, scores, step_px, norm=norm, kind=kind,
+                            title=title, cmap=cmap, alpha=alpha, max_side=max_side, dpi=dpi)
+    return save_figure(fig, path, overwrite)
+
+
+def overlay_figure(
+    thumb: np.ndarray, scale: float, coords_px: np.ndarray, scores: np.ndarray,
+    step_px: float, *, norm: str = "rank", kind: str = "score", title: str = "",
+    cmap: str = DEFAULT_CMAP, alpha: float = 0.5, max_side: int = 1200, dpi: int = 100,
+):
+    """Two panels, the slide thumbnail and the scores over it: (figure, (slide axes, score axes)).
+
+    Both axes' data frame is the slide's level-0 pixel frame, y down.
 
     Args:
-        path: PNG to write (atomically).
         thumb: (h, w, 3) uint8 thumbnail of the whole slide.
         scale: level-0 pixels per thumbnail pixel.
         coords_px: (N, 2) level-0 top-left patch positions.
@@ -276,13 +294,7 @@ def render_overlay(
     cb.ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    dest = Path(path)
-    try:
-        with atomic_path(dest, overwrite) as tmp:
-            fig.savefig(tmp, format="png", facecolor="white")
-    finally:
-        plt.close(fig)
-    return dest
+    return fig, axes
 
 
 def render_crops(path: str | os.PathLike, top: list[np.ndarray], bottom: list[np.ndarray],
@@ -314,10 +326,4 @@ def render_crops(path: str | os.PathLike, top: list[np.ndarray], bottom: list[np
             else:
                 ax.set_axis_off()
         axes[row, 0].set_ylabel(f"{name} {kind}", fontsize=8)
-    dest = Path(path)
-    try:
-        with atomic_path(dest, overwrite) as tmp:
-            fig.savefig(tmp, format="png", facecolor="white")
-    finally:
-        plt.close(fig)
-    return dest
+    return save_figure(fig, path, overwrite)

@@ -95,26 +95,6 @@ def write_png(path: str | os.PathLike, image: np.ndarray, overwrite: bool = Fals
     return dest
 
 
-def read_crop(slide, xy: tuple[int, int], size_level0: int, out_px: int) -> np.ndarray:
-    """One patch of a slide, ``out_px`` × ``out_px`` RGB uint8.
-
-    Reads the pyramid level closest below the wanted downsample (``Slide.read_region`` of the
-    ``srmil.slides`` contract), then resizes with Pillow's antialiasing filter.
-    """
-    from PIL import Image
-
-    want = size_level0 / out_px
-    downs = list(slide.level_downsamples)
-    level = max((i for i, d in enumerate(downs) if d <= want + 1e-6), default=0,
-                key=lambda i: downs[i])
-    side = max(1, int(round(size_level0 / downs[level])))
-    region = slide.read_region((int(xy[0]), int(xy[1])), level, (side, side))  # (h, w, 3)
-    img = Image.fromarray(np.ascontiguousarray(region[..., :3]))
-    if img.size != (out_px, out_px):
-        img = img.resize((out_px, out_px), Image.Resampling.LANCZOS)
-    return np.asarray(img)
-
-
 def check_fits_slide(coords_px: np.ndarray, dimensions: tuple[int, int],
                      slide_path: str | os.PathLike, bag_path: str | os.PathLike) -> None:
     """Refuse a bag whose patches do not lie on the slide (wrong slide for the bag).

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from srmil.storage import atomic_path
+from srmil.reports.figures import save_figure
 
 
 def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike,
@@ -40,11 +40,7 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.
            xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    dest = Path(path)
-    with atomic_path(dest, overwrite=True) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return dest
+    return save_figure(fig, path, overwrite=True)
 
 
 def pooled(tables: dict[int, pd.DataFrame]) -> tuple[np.ndarray, np.ndarray]:

@@ -38,13 +38,13 @@ from srmil.errors import BagError, SrmilError
 from srmil.reports.heatmaps import render_crops, render_heatmap, render_overlay
 from srmil.reports.patch_outputs import (
     check_fits_slide,
-    read_crop,
     scores_table,
     top_bottom,
     write_geojson,
     write_png,
 )
 from srmil.reports.scores import PatchScores, ensemble_scores, rank_percentile
+from srmil.slides.patching import read_patch
 from srmil.storage import write_csv, write_json
 
 DONE_FILE = "heatmap.json"
@@ -273,7 +273,7 @@ def _draw_on_slide(slide: Any, out_dir: Path, slide_path: Path, bag: FeatureBag,
         vals: dict[str, list] = {"top": [], "bottom": []}
         for i, row in tb.iterrows():
             xy = (int(round(row["x"] * scale)), int(round(row["y"] * scale)))
-            img = read_crop(slide, xy, int(round(size_px)), cfg.crop_px)
+            img = read_patch(slide, xy, int(round(size_px)), cfg.crop_px)  # (c, c, 3)
             name = f"crops/{row['group']}_{int(row['rank']):02d}.png"
             write_png(out_dir / name, img, overwrite)
             tb.loc[i, "crop"] = name

@@ -22,7 +22,7 @@ import numpy as np
 
 from srmil.config import PatchConfig
 from srmil.errors import SrmilError
-from srmil.slides.readers import Slide
+from srmil.slides.readers import Slide, best_level
 from srmil.slides.tissue import TissuePolygon, rasterize
 from srmil.storage import atomic_path
 
@@ -157,13 +157,28 @@ def write_patches(path: str | os.PathLike, coords: np.ndarray, grid: PatchGrid, 
         "level0_width": grid.width,
         "level0_height": grid.height,
     }
-    for k, v in (extra_attrs or {}).items():
-        attrs[k] = "None" if v is None else v
+    return write_trident_h5(path, coords, {**attrs, **(extra_attrs or {})}, overwrite=overwrite)
+
+
+def write_trident_h5(path: str | os.PathLike, coords: np.ndarray, coords_attrs: dict[str, Any],
+                     features: np.ndarray | None = None,
+                     features_attrs: dict[str, Any] | None = None,
+                     overwrite: bool = False) -> Path:
+    """Atomically write a TRIDENT h5: ``coords`` (N, 2) int64 with its attrs and, for a feature
+    file, ``features`` (N, D) with its attrs. ``None`` attrs are stored as ``"None"`` (TRIDENT).
+
+    The one writer of patch files (here), feature files (``srmil.features.extract``) and
+    bags (``srmil.bags.writer``).
+    """
     with atomic_path(path, overwrite) as tmp:
         with h5py.File(tmp, "w") as h5:
-            ds = h5.create_dataset("coords", data=np.asarray(coords, dtype=np.int64).reshape(-1, 2))
-            for k, v in attrs.items():
-                ds.attrs[k] = v
+            c = h5.create_dataset("coords", data=np.asarray(coords, dtype=np.int64).reshape(-1, 2))
+            for k, v in coords_attrs.items():
+                c.attrs[k] = "None" if v is None else v
+            if features is not None:
+                f = h5.create_dataset("features", data=features)
+                for k, v in (features_attrs or {}).items():
+                    f.attrs[k] = "None" if v is None else v
     return Path(path)
 
 
@@ -203,8 +218,11 @@ def read_patches(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 def patch_level(slide: Slide, patch_size_level0: int, patch_size: int) -> tuple[int, int]:
-    """Pyramid level to read a patch from, and the patch side at that level (px)."""
-    level = slide.best_level_for_downsample(patch_size_level0 / patch_size)
+    """Pyramid level to read a patch from, and the patch side at that level (px).
+
+    Needs only ``slide.level_downsamples``: any object of the Slide contract serves.
+    """
+    level = best_level(slide.level_downsamples, patch_size_level0 / patch_size)
     return level, max(1, round(patch_size_level0 / slide.level_downsamples[level]))
 
 

@@ -30,6 +30,10 @@ from srmil.registry import Registry
 SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs",
                     ".svslide", ".bif", ".czi")
 
+# Thumbnails read the slide in tiles of at most this side (level px): ~16 MB RGBA each, so a
+# thumbnail of a single-level 100,000 px TIFF needs tens of MB, not the 40 GB of the level.
+THUMB_TILE = 2048
+
 # TRIDENT's magnification buckets: mpp below the bound -> magnification
 _MAG_BUCKETS = ((0.16, 80), (0.2, 60), (0.3, 40), (0.6, 20), (1.2, 10), (2.4, 5))
 
@@ -56,6 +60,18 @@ def slide_id_of(path: str | os.PathLike) -> str:
         if low.endswith(ext):
             return name[: -len(ext)]
     return Path(name).stem
+
+
+def best_level(level_downsamples: tuple[float, ...], downsample: float) -> int:
+    """Deepest level whose downsample is ≤ ``downsample`` (OpenSlide's rule, 1 % slack).
+
+    A function of the pyramid alone, so it serves any object with ``level_downsamples``.
+    """
+    best = 0
+    for level, ds in enumerate(level_downsamples):
+        if ds <= downsample * 1.01:
+            best = level
+    return best
 
 
 class Slide:
@@ -94,11 +110,7 @@ class Slide:
 
     def best_level_for_downsample(self, downsample: float) -> int:
         """Deepest level whose downsample is ≤ ``downsample`` (OpenSlide's rule, 1 % slack)."""
-        best = 0
-        for level, ds in enumerate(self.level_downsamples):
-            if ds <= downsample * 1.01:
-                best = level
-        return best
+        return best_level(self.level_downsamples, downsample)
 
     def close(self) -> None:
         """Release the file."""
@@ -213,16 +225,47 @@ class OpenSlideSlide(Slide):
         return _rgba_to_rgb(np.asarray(img))  # (h, w, 3)
 
     def thumbnail(self, max_side: int) -> tuple[np.ndarray, float]:
+        """The whole slide, longer side ``max_side`` px, in memory bounded by the thumbnail.
+
+        Reads the deepest pyramid level not coarser than the thumbnail in tiles of at most
+        ``THUMB_TILE`` px a side, each reduced (box filter: the mean of the pixels a thumbnail
+        pixel covers) and pasted into the thumbnail. OpenSlide's ``get_thumbnail`` reads that
+        level whole: level 0 of a slide without a small level (a single-level TIFF), gigabytes.
+        Transparent pixels show the slide's background colour (as ``get_thumbnail``).
+        """
+        from PIL import Image
+
         w, h = self.dimensions
         scale = max(w, h) / max_side
         tw, th = max(1, round(w / scale)), max(1, round(h / scale))
+        level = self.best_level_for_downsample(scale)
+        lw, lh = self.level_dimensions[level]
+        ds = self.level_downsamples[level]
+        fx, fy = lw / tw, lh / th  # level px per thumbnail px (≥ ~1)
+        step_x = max(1, int(THUMB_TILE // fx))  # thumbnail px per tile
+        step_y = max(1, int(THUMB_TILE // fy))
+        bg = "#" + self.properties.get("openslide.background-color", "ffffff")
+        out = Image.new("RGB", (tw, th))
         try:
-            img = self._osr.get_thumbnail((tw, th))
+            for ty in range(0, th, step_y):
+                ty1 = min(th, ty + step_y)
+                y0, y1 = int(ty * fy), min(lh, int(np.ceil(ty1 * fy)))  # level rows read
+                for tx in range(0, tw, step_x):
+                    tx1 = min(tw, tx + step_x)
+                    x0, x1 = int(tx * fx), min(lw, int(np.ceil(tx1 * fx)))
+                    rgba = self._osr.read_region((round(x0 * ds), round(y0 * ds)), level,
+                                                 (x1 - x0, y1 - y0))
+                    tile = Image.new("RGB", rgba.size, bg)
+                    tile.paste(rgba, None, rgba)  # composite on the background
+                    del rgba
+                    box = (tx * fx - x0, ty * fy - y0, min(tx1 * fx, x1) - x0,
+                           min(ty1 * fy, y1) - y0)
+                    out.paste(tile.resize((tx1 - tx, ty1 - ty), Image.Resampling.BOX, box=box),
+                              (tx, ty))
         except Exception as exc:
             why = first_line(str(exc)) or type(exc).__name__
             raise SrmilError(f"cannot read slide pixels: {why}", self.path) from None
-        arr = np.asarray(img.convert("RGBA"))
-        return _rgba_to_rgb(arr), w / arr.shape[1]
+        return np.asarray(out), w / tw
 
     def close(self) -> None:
         osr = getattr(self, "_osr", None)
