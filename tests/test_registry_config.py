@@ -44,3 +44,11 @@ def test_config_rejects_unknown_and_bad_types():
         from_dict(GraphConfig, {"window": "two"})
     assert from_dict(GraphConfig, {"step": 448}).step == 448.0
     assert from_dict(SynthConfig, {"tumour_fraction": [0.1, 0.2]}).tumour_fraction == (0.1, 0.2)
+
+
+@pytest.mark.parametrize("bad", [{"epochs": 0}, {"lr": 0.0}, {"select_after": 1.0}])
+def test_impossible_training_settings_are_refused_before_anything_runs(bad):
+    from srmil.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        TrainConfig(**bad)

@@ -210,6 +210,15 @@ class TrainConfig:
     cache_gb: float = 4.0  # keep the cohort's bags in memory when they fit in this many GiB
     bootstrap: int = 1000  # resamples for the 95 % confidence intervals
 
+    def __post_init__(self) -> None:
+        # checked here, before a run directory is made, not after an epoch
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not 0 <= self.select_after < 1:
+            raise ConfigError(f"train.select_after must be in [0, 1), got {self.select_after}")
+
 
 @dataclass(frozen=True)
 class TissueConfig:

@@ -164,3 +164,19 @@ def test_an_unwritable_out_is_one_line(capsys, tmp_path, tiny_run):
                        "--out", blocker / "hm")
     assert code == 2 and "not writable" in err and "Traceback" not in err
     assert blocker.read_text() == "not a directory"
+
+
+def test_a_slide_whose_test_fold_is_unfinished_is_refused(capsys, tmp_path, tiny_run):
+    """Folds still training are not used, and no other fold's model (which trained on the slide)
+    stands in for them."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run["run"], run)
+    splits = pd.read_csv(run / "splits.csv", dtype={"slide_id": str})
+    test = splits[splits.split == "test"]
+    k = int(test.fold.iloc[0])
+    sid = test.slide_id.iloc[0]
+    (run / f"fold_{k}" / "DONE").unlink()  # as if fold k were still training
+    code, _, err = cli(capsys, "heatmap", "--run", run, "--bags", tiny_run["bags"],
+                       "--out", tmp_path / "hm", "--slide-ids", sid)
+    assert code == 1 and f"slide {sid}: its test fold {k} is not finished" in err
+    assert not (tmp_path / "hm" / sid / "heatmap.json").exists()

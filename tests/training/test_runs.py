@@ -104,8 +104,12 @@ def test_predict_and_evaluate_and_their_bad_inputs(capsys, tmp_path, cohort):
     code, _, err = cli(capsys, "predict", "--run", run, "--bags", feats, "--out",
                        tmp_path / "p.csv")
     assert code == 2 and "refusing to overwrite" in err
-    code, out, _ = cli(capsys, "evaluate", "--run", run)
-    assert code == 0 and out.count("AUC") == 3
+    code, out, err = cli(capsys, "evaluate", "--run", run)
+    assert code == 0 and out.count("AUC") == 3 and "warning" not in err
+    # the training cohort given as if it were external: evaluated, with a warning
+    code, out, err = cli(capsys, "evaluate", "--run", run, "--labels", labels, "--features",
+                         feats, "--out", tmp_path / "ev")
+    assert code == 0 and "18 of 18 slides" in err and "not an external validation" in err
     # bags of another dimension
     other = trident_bag(tmp_path / "wide" / "w.h5", d=12)
     code, _, err = cli(capsys, "predict", "--run", run, "--bags", other, "--out",
@@ -236,3 +240,19 @@ def test_resume_rebuilds_best_weights_from_last_checkpoint(capsys, tmp_path, coh
     (fold / "best.safetensors").write_bytes(b"stale or half-written")
     assert cli(capsys, "train", *args, "--resume")[0] == 0
     assert json.loads((fold / "metrics.json").read_text()) == before
+
+
+def test_a_truncated_bag_is_one_line_before_anything_trains(capsys, tmp_path, cohort):
+    import shutil
+
+    labels, feats = cohort
+    copy = tmp_path / "feats"
+    shutil.copytree(feats, copy)
+    victim = sorted(copy.glob("*.h5"))[3]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "run"
+    code, _, err = cli(capsys, "train", *base_args((labels, str(copy)), out, "--model", "mean",
+                                                     "--epochs", "1"))
+    assert code == 2 and victim.name in err and "truncated or corrupt" in err
+    assert "epoch" not in err and not out.exists()  # found before training, nothing written

@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = SynthConfig(variant="spatial", seed=args.seed)
     if (cohort_dir / "labels.csv").exists():
         summary = json.loads((cohort_dir / "synth.json").read_text())
+        # the recorded paths are as given when it was written (maybe relative to another cwd)
+        summary["labels_csv"] = str(cohort_dir / "labels.csv")
+        summary["features_dir"] = str(next(cohort_dir.glob("*_overlap/features_synth")))
         print(f"[1/3] reusing the cohort in {cohort_dir}")
     else:
         print(f"[1/3] writing the synthetic '{cfg.variant}' cohort to {cohort_dir}")

@@ -4,6 +4,7 @@ labelled cohort (external validation)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from srmil.errors import SrmilError
@@ -47,6 +48,13 @@ def run(args: argparse.Namespace) -> int:
                          args.run)
     cohort = load_cohort(labels, features, classes=classes)
     splits = pd.read_csv(Path(args.run) / "splits.csv", dtype={"slide_id": str})
+    if external:
+        seen = set(splits.loc[splits.split.isin(["train", "val"]), "slide_id"])
+        inside = sorted(seen & set(cohort.slides["slide_id"]))
+        if inside:
+            print(f"srmil evaluate: warning: {len(inside)} of {len(cohort.slides)} slides "
+                  f"(e.g. {inside[0]}) were in this run's train/val splits: the metrics are "
+                  "not an external validation", file=sys.stderr)
     results, tables, probs_all = {}, [], []
     rows = cohort.slides.set_index("slide_id")
     net0 = models[0][1]

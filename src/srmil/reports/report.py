@@ -183,8 +183,9 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                  "95% CI": ("–" if not e.get("ci95") or np.isnan(e["ci95"][0])
                             else f"[{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]")}
                 for m, e in s.get("metrics", {}).items()]
-        sections.append("<h2>Summary</h2><p>Test split of each fold; 95 % bootstrap CI over "
-                        "the pooled test slides.</p>" + _table(pd.DataFrame(rows)))
+        sections.append("<h2>Summary</h2><p>Test split of each fold; mean ± std over folds; "
+                        "95 % bootstrap CI of the mean over folds (slides resampled within each "
+                        "fold's test set).</p>" + _table(pd.DataFrame(rows)))
     else:
         sections.append('<h2>Summary</h2><p class="note">No summary.json: the run is not '
                         "finished; the figures below use the folds that have predictions.</p>")

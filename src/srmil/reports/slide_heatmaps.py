@@ -101,6 +101,10 @@ class RunScorer:
         k = self.test_fold.get(slide_id)
         if k is not None and k in self.models:
             return [k], f"fold {k} (its test split held the slide)"
+        if k is not None:  # every other fold's model trained on this slide
+            raise SrmilError(f"slide {slide_id}: its test fold {k} is not finished; the other "
+                             "folds' models trained on it; finish the run (--resume) or choose "
+                             "--fold")
         ks = sorted(self.models)
         if len(ks) == 1:
             return ks, f"fold {ks[0]} (the run's only model; slide in no test split)"
@@ -352,6 +356,9 @@ def heatmap_run(
             results.append(SlideResult(sid, "failed", error=err))
             continue
         (d / DONE_FILE).unlink(missing_ok=True)  # --overwrite: the slide is unfinished again
+        if slides_dir is not None and sid not in slides:
+            print(f"srmil heatmap: note: no slide file for {sid} in {slides_dir}: bag-only "
+                  "outputs (no overlay, no crops)", file=sys.stderr)
         try:
             scored = scorer.score(path, sid)
             info = heatmap_slide(d, scored, scorer.classes, cfg, slides.get(sid),

@@ -110,14 +110,15 @@ def run_folds(
         raise SrmilError(f"fold {missing[0]} is not in the splits (folds: "
                          f"{', '.join(map(str, sorted(splits['fold'].unique())))})")
     splits = splits[splits["fold"].isin(folds)].reset_index(drop=True)
+    info = cohort.slides.set_index("slide_id")
+    paths = info["path"].tolist()
+    nbytes = estimated_bytes(paths)  # every h5 bag's header checked before anything is written
     cfg = prepare_run(run_dir, cfg, cohort, splits, resume)
     if (run_dir / "DONE").exists():
         return json.loads((run_dir / "summary.json").read_text())
     model_cls = MODELS.get(cfg.model)
-    info = cohort.slides.set_index("slide_id")
-    paths = info["path"].tolist()
     in_dim = first_dim(paths)
-    cache = estimated_bytes(paths) <= cfg.train.cache_gb * 2**30
+    cache = nbytes <= cfg.train.cache_gb * 2**30
     pool = BagDataset(paths, info.index.tolist(), info["target"].tolist(), cfg.graph,
                       model_cls.uses_graph, in_dim, cache)
 

@@ -18,15 +18,30 @@ from srmil.graphs.graph_bag import GraphBag, to_graph_bag
 
 
 def estimated_bytes(paths: list[str | Path]) -> int:
-    """float32 bytes the bags take in memory, from the h5 shapes (no data read)."""
-    total = 0
+    """float32 bytes the bags take in memory, from the h5 shapes (no data read).
+
+    Also the cheap up-front check of every h5 bag before training starts: a truncated or
+    corrupt file, one without features, or one whose feature dimension differs from the first
+    is one line here rather than an error epochs later. ``.pt`` bags are checked when read.
+
+    Raises:
+        BagError: the first bad h5 bag.
+    """
+    total, dim = 0, None
     for p in paths:
+        if Path(p).suffix.lower() not in (".h5", ".hdf5"):
+            continue
         try:
             with h5py.File(p, "r") as h5:
                 key = "features" if "features" in h5 else "feats"
                 n, d = h5[key].shape
-        except (OSError, KeyError, ValueError):
-            n, d = 0, 0  # torch files and odd files: counted when read
+        except OSError as exc:
+            raise BagError(f"cannot open as HDF5 (truncated or corrupt): {exc}", p) from None
+        except (KeyError, ValueError):
+            raise BagError("no 2-D 'features' (or STAMP 'feats') dataset", p) from None
+        if dim is not None and d != dim:
+            raise BagError(f"feature dimension {d}, but the first bag has {dim}", p)
+        dim = d
         total += 4 * n * d
     return total
 

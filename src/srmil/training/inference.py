@@ -29,14 +29,19 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
 
 
 def fold_dirs(run_dir: str | Path, fold: int | None = None) -> list[Path]:
-    """Folds of the run that have a selected model (``best.safetensors``)."""
+    """Finished folds of the run (``DONE`` written after the selected ``best.safetensors``).
+
+    A fold still training has a ``best.safetensors`` of its best epoch so far but no ``DONE``:
+    it is not used, so nothing predicts with a model that is not the run's final choice.
+    """
     run = Path(run_dir)
-    dirs = sorted((d for d in run.glob("fold_*") if (d / "best.safetensors").exists()),
+    dirs = sorted((d for d in run.glob("fold_*")
+                   if (d / "best.safetensors").exists() and (d / "DONE").exists()),
                   key=lambda d: int(d.name.split("_")[1]))
     if fold is not None:
         dirs = [d for d in dirs if d.name == f"fold_{fold}"]
     if not dirs:
-        raise SrmilError("no trained fold with a best.safetensors" +
+        raise SrmilError("no finished fold (fold_K/DONE with best.safetensors)" +
                          ("" if fold is None else f" for fold {fold}"), run)
     return dirs
 
