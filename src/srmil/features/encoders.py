@@ -477,11 +477,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         except (SafetensorError, OSError) as exc:
             raise SrmilError(f"cannot read as safetensors: {exc}", path) from None
     elif suffix in TORCH_SUFFIXES:
-        import pickle
+        from pickle import UnpicklingError  # only the exception weights_only raises: no unpickling
 
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
+        except UnpicklingError as exc:
             first = first_line(str(exc)) or "refused"
             raise SrmilError("refused by torch.load(weights_only=True) (a pickled object, not "
                              f"a state dict): {first}", path) from None

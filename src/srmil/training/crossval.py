@@ -27,7 +27,7 @@ from srmil.config import RunConfig, from_dict, to_dict
 from srmil.errors import ConfigError, SrmilError
 from srmil.models.base import MODELS
 from srmil.storage import write_csv, write_json, write_text
-from srmil.training.data import BagDataset, estimated_bytes, first_dim
+from srmil.training.data import BagDataset, bag_headers, first_dim
 from srmil.training.loop import fit_fold
 from srmil.training.metrics import bootstrap_ci
 
@@ -112,12 +112,12 @@ def run_folds(
     splits = splits[splits["fold"].isin(folds)].reset_index(drop=True)
     info = cohort.slides.set_index("slide_id")
     paths = info["path"].tolist()
-    nbytes = estimated_bytes(paths)  # every h5 bag's header checked before anything is written
+    nbytes, dim = bag_headers(paths)  # every h5 bag's header checked before anything is written
     cfg = prepare_run(run_dir, cfg, cohort, splits, resume)
     if (run_dir / "DONE").exists():
         return json.loads((run_dir / "summary.json").read_text())
     model_cls = MODELS.get(cfg.model)
-    in_dim = first_dim(paths)
+    in_dim = dim if dim is not None else first_dim(paths)  # .pt bags only: read the first
     cache = nbytes <= cfg.train.cache_gb * 2**30
     pool = BagDataset(paths, info.index.tolist(), info["target"].tolist(), cfg.graph,
                       model_cls.uses_graph, in_dim, cache)

@@ -17,8 +17,9 @@ from srmil.errors import BagError
 from srmil.graphs.graph_bag import GraphBag, to_graph_bag
 
 
-def estimated_bytes(paths: list[str | Path]) -> int:
-    """float32 bytes the bags take in memory, from the h5 shapes (no data read).
+def bag_headers(paths: list[str | Path]) -> tuple[int, int | None]:
+    """float32 bytes the bags take in memory and their feature dimension, from the h5 shapes
+    (no data read); the dimension is ``None`` when no bag is h5.
 
     Also the cheap up-front check of every h5 bag before training starts: a truncated or
     corrupt file, one without features, or one whose feature dimension differs from the first
@@ -43,7 +44,7 @@ def estimated_bytes(paths: list[str | Path]) -> int:
             raise BagError(f"feature dimension {d}, but the first bag has {dim}", p)
         dim = d
         total += 4 * n * d
-    return total
+    return total, dim
 
 
 class BagDataset(torch.utils.data.Dataset):
