@@ -1,6 +1,6 @@
 """srmil.errors.first_line: the one line of an error message the CLI and status tables show."""
 
-from srmil.errors import first_line
+from srmil.errors import exc_line, first_line
 
 
 def test_first_line_of_messages_and_of_a_reraised_traceback():
@@ -12,3 +12,8 @@ def test_first_line_of_messages_and_of_a_reraised_traceback():
     assert first_line("Unable to open file (truncated file: eof = 96)\nmore") == (
         "Unable to open file (truncated file: eof = 96)")
     assert first_line("") == "" and first_line(" \n ") == ""
+
+
+def test_exc_line_never_fails_on_an_empty_message():
+    assert exc_line(ValueError("bad row 3\ncontext")) == "bad row 3"
+    assert exc_line(KeyError()) == "KeyError"  # was an IndexError from splitlines()[0]

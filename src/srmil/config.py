@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
-from srmil.errors import ConfigError
+from srmil.errors import ConfigError, exc_line
 
 C = TypeVar("C")
 
@@ -406,7 +406,7 @@ def load_config_file(path: str) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot parse: {str(exc).splitlines()[0]}", p) from None
+        raise ConfigError(f"cannot parse: {exc_line(exc)}", p) from None
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping at the top level", p)
     data.pop("version", None)

@@ -12,6 +12,11 @@ import re
 _EXC_PREFIX = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
 
 
+def exc_line(exc: BaseException) -> str:
+    """One line describing ``exc``: the first line of its message, else its type's name."""
+    return first_line(str(exc)) or type(exc).__name__
+
+
 def first_line(text: str) -> str:
     """The one line of an error message that says what went wrong.
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from srmil.bags.readers import find_bags
-from srmil.errors import CohortError, Problem
+from srmil.errors import CohortError, Problem, exc_line
 
 REQUIRED_COLUMNS = ("slide_id", "label")
 
@@ -35,7 +35,7 @@ def read_labels(path: str | os.PathLike, classes: list[str] | None = None) -> pd
     try:
         df = pd.read_csv(p, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise CohortError(f"cannot parse as CSV: {str(exc).splitlines()[0]}", p) from None
+        raise CohortError(f"cannot parse as CSV: {exc_line(exc)}", p) from None
     df.columns = [c.strip() for c in df.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:

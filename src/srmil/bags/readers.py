@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from srmil.bags.bag import FeatureBag
-from srmil.errors import BagError
+from srmil.errors import BagError, exc_line
 from srmil.registry import Registry
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -277,7 +277,7 @@ class ClamPtReader:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any failure is a bad file, reported in one line
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            msg = exc_line(exc)
             raise BagError(f"cannot load as a torch tensor file: {msg}", path) from None
         if not isinstance(obj, torch.Tensor):
             raise BagError(f"holds a {type(obj).__name__}, expected a (N, D) tensor", path)

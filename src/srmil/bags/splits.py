@@ -20,7 +20,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from srmil.config import SplitConfig
-from srmil.errors import CohortError, Problem
+from srmil.errors import CohortError, Problem, exc_line
 
 PARTS = ("train", "val", "test")
 SPLIT_COLUMNS = ["fold", "slide_id", "case_id", "label", "split"]
@@ -131,7 +131,7 @@ def read_clam_splits(path: str | os.PathLike, slides: pd.DataFrame) -> pd.DataFr
         try:
             df = pd.read_csv(f, dtype=str)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as exc:
-            raise CohortError(f"cannot read CLAM splits: {str(exc).splitlines()[0]}", f) from None
+            raise CohortError(f"cannot read CLAM splits: {exc_line(exc)}", f) from None
         missing = [c for c in PARTS if c not in df.columns]
         if missing:
             raise CohortError(

@@ -12,11 +12,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from srmil.config import to_dict
+    from srmil.errors import first_line
     from srmil.models import MODELS
 
     for name in MODELS.names():
         cls = MODELS.get(name)
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        doc = first_line(cls.__doc__ or "")
         graph = "spatial graph" if cls.uses_graph else "no graph"
         print(f"{name:<10} {doc} [{graph}]")
         settings = ", ".join(f"{k}={v}" for k, v in to_dict(cls.Config()).items())

@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from srmil.errors import SrmilError
+from srmil.errors import SrmilError, exc_line
 from srmil.storage import atomic_path
 
 
@@ -49,7 +49,7 @@ def load_weights(path: str | os.PathLike, model: torch.nn.Module) -> dict[str, A
         state = load_file(str(path))
         model.load_state_dict(state, strict=True)
     except (SafetensorError, RuntimeError) as exc:
-        msg = str(exc).splitlines()[0]
+        msg = exc_line(exc)
         raise SrmilError(f"weights do not fit the model: {msg}", path) from None
     return meta
 
@@ -68,5 +68,5 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure means an unusable checkpoint
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = exc_line(exc)
         raise SrmilError(f"not a readable checkpoint ({msg})", p) from None

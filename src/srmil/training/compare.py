@@ -123,35 +123,36 @@ def comparison_table(out: Path, specs: list[str], ref: str, n_classes: int, n_bo
                      seed: int) -> pd.DataFrame:
     """One row per spec: mean ± std and 95 % CI per metric, and paired tests against ``ref``
     on the test AUC (Wilcoxon signed-rank over folds; paired bootstrap of the difference)."""
-    preds, rows = {}, []
+    preds, aucs, rows = {}, {}, []
     for spec in specs:
         run = out / spec_dir(spec)
         summary = json.loads((run / "summary.json").read_text())
-        folds = sorted(pd.read_csv(run / "summary.csv")["fold"].tolist())
+        per_fold = pd.read_csv(run / "summary.csv").set_index("fold").sort_index()
+        folds = per_fold.index.tolist()
         preds[spec] = test_predictions(run, folds)
+        aucs[spec] = per_fold["test_auc"]  # full precision, by fold, for the paired test
         row: dict[str, Any] = {"model": spec, "folds": len(folds)}
         for m in SUMMARY_METRICS:
             e = summary["metrics"][f"test_{m}"]
             ci = e.get("ci95", [np.nan, np.nan])
             row.update({f"{m}_mean": e["mean"], f"{m}_std": e["std"],
                         f"{m}_ci_lo": ci[0], f"{m}_ci_hi": ci[1]})
-        row["per_fold_auc"] = ";".join(
-            f"{v:.4f}" for v in pd.read_csv(run / "summary.csv")["test_auc"])
+        row["per_fold_auc"] = ";".join(f"{v:.4f}" for v in aucs[spec])
         rows.append(row)
     table = pd.DataFrame(rows)
     ref_folds = preds[ref]
+    fa = [(ref_folds[k]["target"].to_numpy(), probs_of(ref_folds[k])) for k in ref_folds]
     for i, spec in enumerate(specs):
         if spec == ref:
             table.loc[i, ["auc_diff_vs_ref", "wilcoxon_p", "bootstrap_p"]] = [0.0, np.nan, np.nan]
             continue
-        fa = [(ref_folds[k]["target"].to_numpy(), probs_of(ref_folds[k])) for k in ref_folds]
-        fb = [probs_of(preds[spec][k]) for k in ref_folds]
         for k in ref_folds:
             if not ref_folds[k]["slide_id"].equals(preds[spec][k]["slide_id"]):
                 raise SrmilError(f"fold {k}: {spec} was tested on other slides than {ref}", out)
+        fb = [probs_of(preds[spec][k]) for k in ref_folds]
         boot = paired_bootstrap(fa, fb, n_classes, "auc", n_boot, seed)
-        a = np.array(table.loc[table.model == ref, "per_fold_auc"].iloc[0].split(";"), float)
-        b = np.array(table.loc[i, "per_fold_auc"].split(";"), float)
+        a = aucs[ref].reindex(list(ref_folds)).to_numpy(float)
+        b = aucs[spec].reindex(list(ref_folds)).to_numpy(float)
         d = a - b
         p = float(wilcoxon(a, b).pvalue) if np.any(d != 0) and np.isfinite(d).all() else np.nan
         table.loc[i, ["auc_diff_vs_ref", "wilcoxon_p", "bootstrap_p"]] = [-boot["diff"], p,

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from srmil import __version__
 from srmil.config import TrainConfig, to_dict
-from srmil.errors import SrmilError
+from srmil.errors import SrmilError, exc_line
 from srmil.models.base import MILModel, create_model
 from srmil.storage import write_csv, write_json, write_text
 from srmil.training.checkpoint import load_state, load_weights, save_state, save_weights
@@ -36,7 +36,7 @@ def make_fabric(cfg: TrainConfig) -> Fabric:
     try:
         return Fabric(accelerator=cfg.accelerator, devices=1, precision=cfg.precision)
     except (ValueError, RuntimeError, TypeError) as exc:  # unknown or unavailable accelerator
-        raise SrmilError(f"accelerator {cfg.accelerator!r}: {str(exc).splitlines()[0]}") from None
+        raise SrmilError(f"accelerator {cfg.accelerator!r}: {exc_line(exc)}") from None
 
 
 @torch.inference_mode()
