@@ -112,22 +112,15 @@ class RunScorer:
 
     def score(self, bag_path: Path, slide_id: str | None = None) -> SlideScores:
         """Read a bag and score its patches."""
-        from srmil.graphs.graph_bag import to_graph_bag
+        from srmil.training.data import model_bag
 
         bag = read_bag(bag_path)
         sid = slide_id or bag.slide_id
-        errors = [p for p in bag.problems() if p.is_error]
-        if errors:
-            raise BagError(errors[0].message, bag_path)
         if bag.coords is None:
             raise BagError("no coordinates: a heatmap needs the patch positions", bag_path)
         folds, rule = self.folds_for(sid)
         nets = [self.models[k] for k in folds]
-        if bag.dim != nets[0].in_dim:
-            raise BagError(f"feature dimension {bag.dim} differs from the model's "
-                           f"{nets[0].in_dim}", bag_path)
-        gb = to_graph_bag(bag, self.graph, with_graph=nets[0].uses_graph)
-        gb.slide_id = sid
+        gb = model_bag(bag, self.graph, nets[0].in_dim, nets[0].uses_graph, slide_id=sid)
         scores, probs = ensemble_scores(nets, gb, self.method)
         if len(scores.scores) != bag.n_patches:
             raise SrmilError(f"the model gave {len(scores.scores)} scores for "

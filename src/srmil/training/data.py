@@ -11,6 +11,7 @@ from pathlib import Path
 import h5py
 import torch
 
+from srmil.bags.bag import FeatureBag
 from srmil.bags.readers import read_bag
 from srmil.config import GraphConfig
 from srmil.errors import BagError
@@ -47,6 +48,25 @@ def bag_headers(paths: list[str | Path]) -> tuple[int, int | None]:
     return total, dim
 
 
+def model_bag(bag: FeatureBag, graph: GraphConfig, expect_dim: int | None, with_graph: bool,
+              y: int | None = None, slide_id: str | None = None) -> GraphBag:
+    """A read bag checked for a model and turned into its tensors.
+
+    Raises:
+        BagError: the bag's own errors (``FeatureBag.problems``), or a feature dimension other
+            than ``expect_dim``.
+    """
+    errors = [p for p in bag.problems() if p.is_error]
+    if errors:
+        raise BagError(errors[0].message, bag.source)
+    if expect_dim is not None and bag.dim != expect_dim:
+        raise BagError(f"feature dimension {bag.dim} differs from the model's {expect_dim}",
+                       bag.source)
+    gb = to_graph_bag(bag, graph, y, with_graph=with_graph)
+    gb.slide_id = slide_id or bag.slide_id
+    return gb
+
+
 class BagDataset(torch.utils.data.Dataset):
     """Slides as :class:`GraphBag` (labels optional), read lazily or cached.
 
@@ -79,19 +99,9 @@ class BagDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def load(self, i: int) -> GraphBag:
-        bag = read_bag(self.paths[i])
-        errors = [p for p in bag.problems() if p.is_error]
-        if errors:
-            raise BagError(errors[0].message, self.paths[i])
-        if self.expect_dim is not None and bag.dim != self.expect_dim:
-            raise BagError(
-                f"feature dimension {bag.dim} differs from the model's {self.expect_dim}",
-                self.paths[i],
-            )
         y = None if self.targets is None else int(self.targets[i])
-        gb = to_graph_bag(bag, self.graph, y, with_graph=self.with_graph)
-        gb.slide_id = self.slide_ids[i]
-        return gb
+        return model_bag(read_bag(self.paths[i]), self.graph, self.expect_dim, self.with_graph,
+                         y, self.slide_ids[i])
 
     def __getitem__(self, i: int) -> GraphBag:
         sid = self.slide_ids[i]
