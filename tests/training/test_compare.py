@@ -80,4 +80,10 @@ def test_graph_model_on_bags_without_coordinates_fails_before_training(capsys, t
                        "--epochs", 1, "--accelerator", "cpu")
     assert code == 2
     assert "bag(s) have no coordinates" in err and "graph model(s) srmil cannot use them" in err
-    assert not (tmp_path / "cmp" / "mean" / "fold_0").exists()  # nothing trained
+    assert not (tmp_path / "cmp").exists()  # refused before anything was written
+    # the same for a single run of a graph model
+    code, _, err = cli(capsys, "cv", "--labels", tmp_path / "l.csv", "--features", pts,
+                       "--out", tmp_path / "run", "--model", "patchgcn", "--set",
+                       "split.folds=2", "--epochs", 1, "--accelerator", "cpu")
+    assert code == 2 and "graph model(s) patchgcn cannot use them" in err
+    assert not (tmp_path / "run").exists()

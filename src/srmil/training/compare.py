@@ -24,7 +24,6 @@ import pandas as pd
 from scipy.stats import wilcoxon
 
 from srmil.bags.cohort import Cohort
-from srmil.bags.readers import has_coords
 from srmil.config import RunConfig, from_dict, parse_value, to_dict
 from srmil.errors import ConfigError, SrmilError
 from srmil.models.base import MODELS
@@ -36,6 +35,7 @@ from srmil.training.crossval import (
     run_folds,
     test_predictions,
 )
+from srmil.training.data import require_coords
 from srmil.training.metrics import paired_bootstrap
 
 
@@ -85,6 +85,9 @@ def compare(
                             specs[0])
     if ref not in specs:
         raise ConfigError(f"reference {ref!r} is not among the models")
+    graph_models = sorted({n for n, _ in parsed if MODELS.get(n).uses_graph})
+    if graph_models:  # before anything is written
+        require_coords(cohort.slides["path"].tolist(), graph_models)
     setup = {"specs": specs, "reference": ref, "base": to_dict(base)}
     if (out / "compare.json").exists():
         saved = json.loads((out / "compare.json").read_text())
@@ -100,13 +103,6 @@ def compare(
         write_json(out / "classes.json", {"classes": cohort.classes})
     write_json(out / "compare.json", setup, overwrite=True)
 
-    graph_models = sorted({n for n, _ in parsed if MODELS.get(n).uses_graph})
-    if graph_models:
-        lacking = [p for p in cohort.slides["path"] if not has_coords(p)]
-        if lacking:
-            raise SrmilError(
-                f"{len(lacking)} bag(s) have no coordinates (e.g. CLAM pt_files without h5), so "
-                f"graph model(s) {', '.join(graph_models)} cannot use them", lacking[0])
     for spec, (name, overrides) in zip(specs, parsed, strict=True):
         print(f"== {spec}", file=sys.stderr, flush=True)
         cfg = RunConfig(name, overrides, base.train, base.graph, base.split)

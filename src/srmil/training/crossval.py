@@ -27,7 +27,7 @@ from srmil.config import RunConfig, from_dict, to_dict
 from srmil.errors import ConfigError, SrmilError
 from srmil.models.base import MODELS
 from srmil.storage import write_csv, write_json, write_text
-from srmil.training.data import BagDataset, bag_headers, first_dim
+from srmil.training.data import BagDataset, bag_headers, first_dim, require_coords
 from srmil.training.loop import fit_fold
 from srmil.training.metrics import bootstrap_ci
 
@@ -113,6 +113,8 @@ def run_folds(
     info = cohort.slides.set_index("slide_id")
     paths = info["path"].tolist()
     nbytes, dim = bag_headers(paths)  # every h5 bag's header checked before anything is written
+    if MODELS.get(cfg.model).uses_graph:
+        require_coords(paths, [cfg.model])
     cfg = prepare_run(run_dir, cfg, cohort, splits, resume)
     if (run_dir / "DONE").exists():
         return json.loads((run_dir / "summary.json").read_text())

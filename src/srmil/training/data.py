@@ -12,7 +12,7 @@ import h5py
 import torch
 
 from srmil.bags.bag import FeatureBag
-from srmil.bags.readers import read_bag
+from srmil.bags.readers import has_coords, read_bag
 from srmil.config import GraphConfig
 from srmil.errors import BagError
 from srmil.graphs.graph_bag import GraphBag, to_graph_bag
@@ -65,6 +65,18 @@ def model_bag(bag: FeatureBag, graph: GraphConfig, expect_dim: int | None, with_
     gb = to_graph_bag(bag, graph, y, with_graph=with_graph)
     gb.slide_id = slide_id or bag.slide_id
     return gb
+
+
+def require_coords(paths: list[str | Path], models: list[str]) -> None:
+    """Refuse, before training, bags a graph model cannot use: bags without coordinates.
+
+    Raises:
+        BagError: the first bag without coordinates (e.g. CLAM ``pt_files`` without h5).
+    """
+    lacking = [p for p in paths if not has_coords(p)]
+    if lacking:
+        raise BagError(f"{len(lacking)} bag(s) have no coordinates (e.g. CLAM pt_files without "
+                       f"h5), so graph model(s) {', '.join(models)} cannot use them", lacking[0])
 
 
 class BagDataset(torch.utils.data.Dataset):
