@@ -88,6 +88,11 @@ class SRMILConfig:
     cls_hidden: int = 128  # METHOD.md: Linear(64, 128) → ReLU → Dropout → Linear(128, C)
     cls_dropout: float = 0.059
     pooling: str = "supernode"  # supernode | gated (ABMIL-style over patch embeddings)
+    backend: str = "grid"  # grid: the three encoder passes stacked on the padded neighbour
+    #                        table (same maths, exact in float64, far less memory); pyg: the
+    #                        faithful per-edge PyG path, one call per pass, the reference
+    kernels: str = "auto"  # grid backend's attention backward: auto (torch.compile on the CPU
+    #                        for large bags, eager if that fails) | compiled | eager
 
 
 @dataclass(frozen=True)

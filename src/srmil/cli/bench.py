@@ -8,11 +8,25 @@ import platform
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run a benchmark and print its figures")
-    p.add_argument("what", choices=["graph", "extract", "heatmap"],
+    p.add_argument("what", choices=["graph", "extract", "heatmap", "step"],
                    help="graph: spatial graph build time; extract: patch reading and encoding "
-                        "throughput on the CPU; heatmap: time and memory of each heatmap stage")
-    p.add_argument("--sizes", default="10000,100000", help="graph: comma-separated patch counts")
-    p.add_argument("--repeats", type=int, default=5, help="graph: repeats per size")
+                        "throughput on the CPU; heatmap: time and memory of each heatmap stage; "
+                        "step: time and peak memory of a training step and of inference, "
+                        "SRMIL's paths and every model")
+    p.add_argument("--sizes", default=None, help="comma-separated patch counts (graph: "
+                   "10000,100000; step: 200,2000,10000,50000, the first at --small-dim)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="graph: repeats per size (5); step: timed steps per config (3)")
+    p.add_argument("--large", action="store_true", help="step: add 100,000 patches")
+    p.add_argument("--dim", type=int, default=1024, help="step: feature dimension D")
+    p.add_argument("--small-dim", type=int, default=32, help="step: D of the first size")
+    p.add_argument("--models", default="", help="step: comma-separated model names or labels "
+                   "(default: SRMIL's paths and every registered model)")
+    p.add_argument("--faithful-up-to", type=int, default=20_000,
+                   help="step: largest N for SRMIL's faithful PyG path")
+    p.add_argument("--device", default="cpu", help="step: cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="step: torch threads per worker")
+    p.add_argument("--out", default=None, help="step: also write the figures as JSON here")
     p.add_argument("--slide", default=None, help="extract: slide file (default: the CMU-1 "
                    "fixture of `make fixtures`, else a synthetic in-memory slide)")
     p.add_argument("--patches", type=int, default=128, help="extract: patches per measurement")
@@ -28,11 +42,14 @@ def run(args: argparse.Namespace) -> int:
         return run_extract(args)
     if args.what == "heatmap":
         return run_heatmap(args)
+    if args.what == "step":
+        return run_step(args)
     import torch
 
     from srmil.bench import bench_graph
 
-    sizes = tuple(int(s) for s in args.sizes.split(","))
+    sizes = _sizes(args.sizes, "10000,100000")
+    args.repeats = args.repeats or 5
     print(f"graph build, window 2, tissue-like grid at step 448; median of {args.repeats} "
           f"({platform.processor() or platform.machine()}, torch threads "
           f"{torch.get_num_threads()})")
@@ -75,7 +92,7 @@ def run_heatmap(args: argparse.Namespace) -> int:
 
     from srmil.reports.bench import bench_heatmap
 
-    sizes = tuple(int(s) for s in args.sizes.split(","))
+    sizes = _sizes(args.sizes, "10000,100000")
     print(f"heatmap stages on synthetic tissue-like bags (D=256, step 448), one run each "
           f"({platform.processor() or platform.machine()}, torch threads "
           f"{torch.get_num_threads()}); peak = numpy/Python allocations in the stage "
@@ -84,4 +101,32 @@ def run_heatmap(args: argparse.Namespace) -> int:
     for r in bench_heatmap(sizes):
         print(f"{r['patches']:>9,} {r['stage']:<26} {r['seconds']:>8.2f} {r['peak_mib']:>9.1f} "
               f"{r['maxrss_mib']:>10.0f}")
+    return 0
+
+
+def _sizes(text: str | None, default: str) -> tuple[int, ...]:
+    from srmil.errors import ConfigError
+
+    try:
+        sizes = tuple(int(s) for s in (text or default).split(","))
+    except ValueError:
+        raise ConfigError(f"--sizes: expected comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise ConfigError(f"--sizes: patch counts must be >= 1, got {text!r}")
+    return sizes
+
+
+def run_step(args: argparse.Namespace) -> int:
+    from srmil.bench_step import StepBenchConfig, bench_step, format_step_table
+    from srmil.storage import write_json
+
+    sizes = _sizes(args.sizes, "200,2000,10000,50000") + ((100_000,) if args.large else ())
+    cfg = StepBenchConfig(
+        sizes=sizes, dim=args.dim, small_dim=args.small_dim,
+        models=tuple(m for m in args.models.split(",") if m), repeats=args.repeats or 3,
+        faithful_up_to=args.faithful_up_to, device=args.device, threads=args.threads)
+    result = bench_step(cfg)
+    print(format_step_table(result))
+    if args.out:
+        print(f"figures: {write_json(args.out, result, overwrite=True)}")
     return 0

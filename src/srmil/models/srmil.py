@@ -2,7 +2,7 @@ r"""SRMIL: graph MIL regularised by label-independent masked spatial reconstruct
 
 Wu, Xu, Gao, Diao, Li, Gui, *Exploiting Label-Independent Regularization from Spatial
 Dependencies for Whole Slide Image Analysis*, WACV 2026, https://arxiv.org/abs/2602.19487.
-Defaults and reference behaviour: ``shared/METHOD.md`` and :class:`srmil.config.SRMILConfig`.
+Defaults and reference behaviour: ``docs/METHOD.md`` and :class:`srmil.config.SRMILConfig`.
 """
 
 from __future__ import annotations
@@ -18,15 +18,25 @@ from srmil.errors import ConfigError, SrmilError
 from srmil.graphs.graph_bag import GraphBag
 from srmil.models.base import MODELS, MILModel
 from srmil.models.layers import GatedAttentionPool, GATLayer, sce_loss
+from srmil.models.neighbour_gat import (
+    PassInputs,
+    StackedTable,
+    Supernodes,
+    gat_layer,
+    gat_output_layer,
+)
 
 REFORMERS = ("identity", "linear", "mlp")
 RESIDUALS = ("faithful", "identity")
 POOLINGS = ("gated", "supernode")
+BACKENDS = ("grid", "pyg")
+KERNELS = ("auto", "compiled", "eager")
 
 
 def _check_config(cfg: SRMILConfig) -> None:
     """Raise ``ConfigError`` for an unknown option or an impossible size."""
-    for name, choices in (("reformer", REFORMERS), ("residual", RESIDUALS), ("pooling", POOLINGS)):
+    for name, choices in (("reformer", REFORMERS), ("residual", RESIDUALS), ("pooling", POOLINGS),
+                          ("backend", BACKENDS), ("kernels", KERNELS)):
         value = getattr(cfg, name)
         if value not in choices:
             raise ConfigError(
@@ -120,6 +130,15 @@ class SRMIL(MILModel):
     The reformer acts row by row, so it runs once on the unmasked features and once on each
     token; masked inputs take the reformed token's row. This is the same maths as reforming
     :math:`\tilde{X}` (METHOD.md, Cost: exactly shareable) with one N·D² pass instead of two.
+
+    *Backends* (``cfg.backend``, same parameters and state dict). ``pyg``: the faithful path,
+    one PyG ``GATConv`` call per pass and layer, messages per edge. ``grid`` (default): the
+    three encoder passes of a step are one pass over their disjoint union, stacked as 3·N rows
+    on the bag's padded neighbour table (:mod:`srmil.models.neighbour_gat`): one matrix product
+    per layer, independent dropout draws per pass, no per-edge feature tensor, the supernode
+    as one dense row, and the decoder's output layer aggregates before it projects (only the
+    masked rows to D). Equal to ``pyg`` in float64 for the loss and every gradient at zero
+    dropout and in eval mode (tests/models/test_neighbour_gat.py); dropout draws differ.
 
     Args:
         in_dim: feature size D of the bags.
@@ -289,6 +308,87 @@ class SRMIL(MILModel):
             return None
         return supernode_edge_index(bag.edge_index, bag.num_nodes)  # (2, E + 2N)
 
+    # ---- the grid backend: stacked passes on the neighbour table ---------------------------
+
+    def _grid_encode(
+        self, h: Tensor | PassInputs, table: StackedTable, sup_graphs: tuple[int, ...],
+        scores: bool = False,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Encoder over B stacked graphs; supernodes (reformed token) on ``sup_graphs``.
+
+        Args:
+            h: (B·N, D) reformed patch features of the stacked graphs, or their sources.
+            table: their stacked neighbour table.
+            sup_graphs: which of the B graphs carry the supernode (none with gated pooling).
+            scores: also return the last layer's supernode attention (S, N, H).
+
+        Returns:
+            (B·N, H·F) patch embeddings, (S, H·F) supernode embeddings or ``None``, scores.
+        """
+        sup = None
+        if self.supernode is not None and sup_graphs:
+            r_sup = self.reformer(self.supernode)  # (1, D)
+            sup = Supernodes(r_sup.expand(len(sup_graphs), -1), sup_graphs)  # (S, D)
+        att = None
+        for i, layer in enumerate(self.encoder):
+            last = i == len(self.encoder) - 1
+            h, hs, att = gat_layer(layer, h, table, sup, return_supernode_attention=scores and last)
+            if sup is not None:
+                sup = Supernodes(hs, sup_graphs)
+        return h, (None if sup is None else sup.h), att
+
+    def _grid_heads(self, h: Tensor, hs: Tensor | None, graphs: int, n: int) -> Tensor:
+        """Logits (G, C) of the last ``graphs`` stacked graphs: supernode rows or gated pool."""
+        if hs is not None:
+            return self.classifier(self._head_mean(hs[-graphs:]))  # (G, C)
+        h = self._head_mean(h[-graphs * n:]).view(graphs, n, -1)  # (G, N, F)
+        return torch.stack([self.classifier(self.pool(hg)[0]) for hg in h])  # (G, C)
+
+    def _grid_logits(self, bag: GraphBag, scores: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Inference on the complete graph: logits (1, C) and, when asked, (N,) scores."""
+        n = bag.num_nodes
+        table = StackedTable.of(bag.neighbour_table(), 1, self.cfg.kernels)
+        r = self.reformer(bag.x)  # (N, D)
+        h, hs, att = self._grid_encode(r, table, (0,), scores=scores)
+        logits = self._grid_heads(h, hs, 1, n)  # (1, C)
+        if not scores:
+            return logits, None
+        if self.supernode is not None:
+            return logits, att[0].mean(-1)  # (N,) the supernode's incoming weights
+        _, w = self.pool(self._head_mean(h))  # (N,)
+        return logits, w
+
+    def _grid_loss(self, bag: GraphBag, y: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """The objective of :meth:`loss` with the passes stacked on the neighbour table."""
+        x, n = bag.x, bag.num_nodes
+        base = bag.neighbour_table()
+        r_full, r_masked = self.reform_inputs(x, mask)  # (N, D), (N, D)
+        rec_pass = mask.numel() > 0
+        # graphs: [masked (reconstruction),] masked (CE_masked), complete (CE_full)
+        passes = PassInputs((r_masked, r_full), (0, 0, 1) if rec_pass else (0, 1))
+        b = len(passes.which)
+        table = StackedTable.of(base, b, self.cfg.kernels)
+        sup_graphs = (b - 2, b - 1) if self.supernode is not None else ()
+        h, hs, _ = self._grid_encode(passes, table, sup_graphs)  # (B·N, H·F)
+        logits_m, logits_f = self._grid_heads(h, hs, 2, n)  # (C,), (C,)
+
+        if rec_pass:
+            z = self.encoder_to_decoder(h[:n])  # (N, H·F)
+            keep = self._keep(n, mask, x.device)  # (N,)
+            z = torch.where(keep[:, None], z, self.dec_mask_token)  # (N, H·F)
+            one = StackedTable.of(base, 1, self.cfg.kernels)
+            for layer in self.decoder[:-1]:
+                z, _, _ = gat_layer(layer, z, one)  # (N, H·F)
+            x_hat = gat_output_layer(self.decoder[-1], z, one, rows=mask)  # (K, D)
+            rec = sce_loss(x_hat, x[mask], self.cfg.alpha)
+        else:
+            rec = x.new_zeros(())
+        ce_masked = F.cross_entropy(logits_m[None], y)
+        ce_full = F.cross_entropy(logits_f[None], y)
+        w_gen, w_ce = self.cfg.w_gen, self.cfg.w_ce
+        total = (2 - w_gen) * ((2 - w_ce) * ce_masked + w_ce * ce_full) + w_gen * rec
+        return {"total": total, "ce_masked": ce_masked, "ce_full": ce_full, "rec": rec}
+
     # ---- the MILModel contract ----------------------------------------------------------
 
     def forward(self, bag: GraphBag) -> Tensor:
@@ -301,6 +401,8 @@ class SRMIL(MILModel):
             (C,) logits.
         """
         self._check_bag(bag)
+        if self.cfg.backend == "grid":
+            return self._grid_logits(bag)[0][0]
         return self._logits(self.reformer(bag.x), bag.edge_index, self._sup_edges(bag))
 
     def reconstruction_loss(
@@ -345,6 +447,8 @@ class SRMIL(MILModel):
             mask = self.mask_nodes(x.shape[0], x.device)  # (K,)
         mask = mask.to(device=x.device, dtype=torch.long)
         y = torch.as_tensor(target, device=x.device).view(1).long()  # (1,)
+        if self.cfg.backend == "grid":
+            return self._grid_loss(bag, y, mask)
         r_full, r_masked = self.reform_inputs(x, mask)  # (N, D), (N, D)
         ei_sup = self._sup_edges(bag)
 
@@ -374,6 +478,8 @@ class SRMIL(MILModel):
         """
         self._check_bag(bag)
         n = bag.num_nodes
+        if self.cfg.backend == "grid":
+            return self._grid_logits(bag, scores=True)[1]
         r = self.reformer(bag.x)  # (N, D)
         if self.supernode is None:
             h = self._head_mean(self.encode(r, bag.edge_index))  # (N, F)
