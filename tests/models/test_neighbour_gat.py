@@ -260,7 +260,7 @@ def test_dropout_linear_from_sources_matches_its_masks():
     w = torch.randn(9, 16, requires_grad=True)
     which, p = (0, 0, 1), 0.3
     torch.manual_seed(11)
-    out = DropoutLinear.apply(w, p, which, a, b)  # (90, 9)
+    out = torch.cat(DropoutLinear.apply(w, p, which, (4, 5), a, b), dim=1)  # (90, 9)
     torch.manual_seed(11)  # the same draws, in the same order: one bool mask per graph
     masks = [torch.empty(30, 16, dtype=torch.bool).bernoulli_(1 - p) for _ in which]
     src = (a, b)

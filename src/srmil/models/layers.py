@@ -165,6 +165,11 @@ def sce_loss(x_hat: Tensor, x: Tensor, alpha: float = 1.0) -> Tensor:
     if x_hat.shape[0] == 0:
         return x_hat.sum() * 0.0
     cos = (F.normalize(x_hat, dim=-1) * F.normalize(x, dim=-1)).sum(-1)  # (M,)
+    return sce_from_cosine(cos, alpha)
+
+
+def sce_from_cosine(cos: Tensor, alpha: float = 1.0) -> Tensor:
+    """``mean_i (1 − cos_i)^α`` from the cosines (M,); see :func:`sce_loss`."""
     # rounding can push 1 − cos a hair below 0, which a fractional power turns into NaN
     err = (1.0 - cos).clamp_min(0.0)  # (M,)
     return err.pow(alpha).mean()

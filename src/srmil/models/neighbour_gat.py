@@ -30,6 +30,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -259,55 +260,67 @@ class PassInputs:
 
 
 class DropoutLinear(torch.autograd.Function):
-    """``out_b = dropout_b(x_{s(b)}) Wᵀ`` for B stacked graphs from their sources.
+    """``out_b = dropout_b(x_{s(b)}) Wᵀ`` for B stacked graphs from their sources, split by
+    output columns into separate contiguous tensors.
 
     Saves the sources and one bool mask per graph; the dropped inputs are recomputed one
-    graph at a time in backward, so the largest temporary is one (N, F_in) block.
+    graph at a time in backward, so the largest temporary is one (N, F_in) block, and the
+    split outputs need no zero-filled full-width gradient in backward.
     """
 
     @staticmethod
-    def forward(ctx, weight: Tensor, p: float, which: tuple[int, ...], *sources: Tensor
-                ) -> Tensor:
+    def forward(ctx, weight: Tensor, p: float, which: tuple[int, ...], splits: tuple[int, ...],
+                *sources: Tensor) -> tuple[Tensor, ...]:
         n = sources[0].shape[0]
         drop = p > 0.0
         scale = 1.0 / (1.0 - p) if drop else 1.0
         masks = [torch.empty_like(sources[s], dtype=torch.bool).bernoulli_(1.0 - p)
                  for s in which] if drop else []
-        out = sources[0].new_empty(len(which) * n, weight.shape[0])  # (B·N, O)
+        bounds = np.cumsum((0, *splits)).tolist()
+        outs = [sources[0].new_empty(len(which) * n, k) for k in splits]
         for b, s in enumerate(which):
             x = sources[s] * masks[b] * scale if drop else sources[s]  # (N, F_in)
-            torch.mm(x, weight.t(), out=out[b * n:(b + 1) * n])
+            for out, lo, hi in zip(outs, bounds[:-1], bounds[1:], strict=True):
+                torch.mm(x, weight[lo:hi].t(), out=out[b * n:(b + 1) * n])
         ctx.save_for_backward(weight, *sources, *masks)
-        ctx.meta = (which, scale, drop, len(sources))
-        return out
+        ctx.meta = (which, bounds, scale, drop, len(sources))
+        return tuple(outs)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        which, scale, drop, n_src = ctx.meta
+    def backward(ctx, *grads: Tensor | None):
+        which, bounds, scale, drop, n_src = ctx.meta
         weight, *rest = ctx.saved_tensors
         sources, masks = rest[:n_src], rest[n_src:]
         n = sources[0].shape[0]
         g_w = torch.zeros_like(weight) if ctx.needs_input_grad[0] else None
         g_src: list[Tensor | None] = [None] * n_src
+        parts = [(g, lo, hi) for g, lo, hi in zip(grads, bounds[:-1], bounds[1:], strict=True)
+                 if g is not None]
         for b, s in enumerate(which):
-            g = grad[b * n:(b + 1) * n]  # (N, O)
+            rows = slice(b * n, (b + 1) * n)
             if g_w is not None:
                 x = sources[s] * masks[b] * scale if drop else sources[s]
-                g_w.addmm_(g.t(), x)  # (O, F_in)
-            if ctx.needs_input_grad[3 + s]:
-                gx = g @ weight  # (N, F_in)
+                for g, lo, hi in parts:
+                    g_w[lo:hi].addmm_(g[rows].t(), x)  # (O_k, F_in)
+            if ctx.needs_input_grad[4 + s]:
+                gx = None
+                for g, lo, hi in parts:
+                    gx = g[rows] @ weight[lo:hi] if gx is None else gx.addmm_(
+                        g[rows], weight[lo:hi])  # (N, F_in)
+                if gx is None:
+                    continue
                 if drop:
                     gx = gx.mul_(masks[b]).mul_(scale)
                 g_src[s] = gx if g_src[s] is None else g_src[s].add_(gx)
-        return (g_w, None, None, *g_src)
+        return (g_w, None, None, None, *g_src)
 
 
 def _project(layer: GATLayer, h: Tensor | PassInputs, p: float, training: bool
              ) -> tuple[Tensor, Tensor | None, Tensor]:
-    r"""Dropout, then projection, residual and attention logit parts, in one matrix product.
+    r"""Dropout, then projection, residual and attention logit parts, in one pass.
 
-    The logit parts :math:`a^\top W h = (W^\top a)^\top h` are 2H extra output columns, so no
-    (M, H, F) product with the attention vectors is formed or kept.
+    The logit parts :math:`a^\top W h = (W^\top a)^\top h` are 2H extra output rows of the
+    weight, so no (M, H, F) product with the attention vectors is formed or kept.
 
     Args:
         layer: the layer.
@@ -322,19 +335,21 @@ def _project(layer: GATLayer, h: Tensor | PassInputs, p: float, training: bool
     w = layer.conv.lin.weight  # (H·F, F_in)
     att = torch.cat([layer.conv.att_src, layer.conv.att_dst]).view(2 * heads, fo)  # (2H, F)
     w_att = torch.einsum("xf,xfi->xi", att, w.view(heads, fo, -1).repeat(2, 1, 1))  # (2H, F_in)
-    linear = isinstance(layer.res, nn.Linear)
-    w_all = torch.cat([w, layer.res.weight, w_att] if linear else [w, w_att])  # (O, F_in)
-    identity = isinstance(layer.res, nn.Identity)
-    if isinstance(h, PassInputs) and not identity:
-        out = DropoutLinear.apply(w_all, p if training else 0.0, h.which, *h.sources)
-        hd = None
+    p = p if training else 0.0
+    if isinstance(layer.res, nn.Identity):  # the residual is the dropped input itself
+        hd = _dropout(h.stacked() if isinstance(h, PassInputs) else h, p, True)
+        out = hd @ torch.cat([w, w_att]).t()  # (M, H·F + 2H)
+        return out[:, : w.shape[0]], hd, out[:, w.shape[0]:].reshape(-1, 2, heads)
+    src = h if isinstance(h, PassInputs) else PassInputs((h,), (0,))
+    if isinstance(layer.res, nn.Linear):
+        proj, res, a = DropoutLinear.apply(torch.cat([w, layer.res.weight, w_att]), p,
+                                           src.which, (w.shape[0], w.shape[0], 2 * heads),
+                                           *src.sources)
     else:
-        hd = _dropout(h.stacked() if isinstance(h, PassInputs) else h, p, training)
-        out = hd @ w_all.t()  # (M, O)
-    hf = w.shape[0]
-    proj = out[:, :hf]  # (M, H·F)
-    res = out[:, hf:2 * hf] if linear else (hd if identity else None)
-    return proj, res, out[:, -2 * heads:].view(-1, 2, heads)
+        proj, a = DropoutLinear.apply(torch.cat([w, w_att]), p, src.which,
+                                      (w.shape[0], 2 * heads), *src.sources)
+        res = None
+    return proj, res, a.view(-1, 2, heads)
 
 
 def _finish(layer: GATLayer, out: Tensor, res: Tensor | None) -> Tensor:
@@ -417,30 +432,70 @@ def gat_layer(
     return out, s_out, (a_own if return_supernode_attention else None)
 
 
+def _aggregate_output(layer: GATLayer, h: Tensor, table: StackedTable) -> Tensor:
+    """Attention-weighted input rows of a single-head layer without residual: (M, F_in)."""
+    if layer.heads != 1 or layer.res is not None:
+        raise ValueError("the output-layer path needs a single-head layer without residual")
+    w = layer.conv.lin.weight  # (F_out, F_in)
+    hd = _dropout(h, layer.feat_drop.p, layer.training)  # (M, F_in)
+    att = torch.stack([layer.conv.att_src.view(-1), layer.conv.att_dst.view(-1)], 1)  # (F_out, 2)
+    a = hd @ (w.t() @ att)  # (M, 2): source and destination logit parts
+    logits = F.leaky_relu(a[:, 0][table.index] + a[:, 1:2], layer.conv.negative_slope)
+    alpha = _softmax_slots(logits[:, :, None], table.valid, layer.conv.dropout, layer.training,
+                           table.isolated)  # (M, K, 1)
+    return neighbour_sum(alpha, hd[None], table)[0]  # (M, F_in)
+
+
 def gat_output_layer(layer: GATLayer, h: Tensor, table: StackedTable,
                      rows: Tensor | None = None) -> Tensor:
     """A single-head :class:`GATLayer` without residual: aggregate first, project after.
 
     Args:
         layer: one head, ``res`` None (SRMIL's decoder output layer, 256 → D).
-        h: (B·N, F_in) node features.
+        h: (M, F_in) node features.
         table: the neighbour table.
         rows: (R,) rows whose outputs are needed (``None``: all).
 
     Returns:
         (R, F_out) outputs, norm and activation applied when the layer has them.
     """
-    if layer.heads != 1 or layer.res is not None:
-        raise ValueError("gat_output_layer needs a single-head layer without residual")
-    w = layer.conv.lin.weight  # (F_out, F_in)
-    slope = layer.conv.negative_slope
-    hd = _dropout(h, layer.feat_drop.p, layer.training)  # (M, F_in)
-    att = torch.stack([layer.conv.att_src.view(-1), layer.conv.att_dst.view(-1)], 1)  # (F_out, 2)
-    a = hd @ (w.t() @ att)  # (M, 2): source and destination logit parts
-    logits = F.leaky_relu(a[:, 0][table.index] + a[:, 1:2], slope)[:, :, None]  # (M, K, 1)
-    alpha = _softmax_slots(logits, table.valid, layer.conv.dropout, layer.training,
-                           table.isolated)  # (M, K, 1)
-    agg = neighbour_sum(alpha, hd[None], table)[0]  # (M, F_in)
+    agg = _aggregate_output(layer, h, table)  # (M, F_in)
     if rows is not None:
         agg = agg.index_select(0, rows)  # (R, F_in)
-    return _finish(layer, agg @ w.t(), None)  # (R, F_out)
+    return _finish(layer, agg @ layer.conv.lin.weight.t(), None)  # (R, F_out)
+
+
+def gat_output_cosine(layer: GATLayer, h: Tensor, table: StackedTable, rows: Tensor,
+                      target: Tensor) -> Tensor:
+    r"""Cosine between the outputs of :func:`gat_output_layer` at ``rows`` and ``target``,
+    without forming the (R, F_out) outputs.
+
+    With :math:`\hat x_i = W g_i + b` (:math:`g_i` the aggregated input row) and
+    :math:`t_i = x_i / \lVert x_i\rVert`:
+
+    .. math::
+        \hat x_i \cdot t_i = g_i \cdot (W^\top t_i) + b \cdot t_i, \qquad
+        \lVert \hat x_i \rVert^2 = g_i^\top (W^\top W) g_i + 2\, g_i \cdot W^\top b
+        + \lVert b\rVert^2,
+
+    so only F_in-wide rows are kept for backward (SRMIL's decoder: 256 instead of D), and
+    F.normalize's conventions hold (norms clamped at 1e-12, a zero row has cosine 0).
+
+    Args:
+        layer: single head, no residual, no norm or activation.
+        h: (M, F_in) node features.
+        table: the neighbour table.
+        rows: (R,) rows to reconstruct.
+        target: (R, F_out) what they should point like.
+
+    Returns:
+        (R,) cosines.
+    """
+    if layer.norm is not None or layer.act is not None:
+        raise ValueError("gat_output_cosine needs a layer without norm and activation")
+    g = _aggregate_output(layer, h, table).index_select(0, rows)  # (R, F_in)
+    w, b = layer.conv.lin.weight, layer.bias  # (F_out, F_in), (F_out,)
+    t = F.normalize(target.to(g.dtype), dim=-1)  # (R, F_out)
+    dot = (g * (t @ w)).sum(-1) + t @ b  # (R,)
+    sq = ((g @ (w.t() @ w)) * g).sum(-1) + 2 * (g @ (w.t() @ b)) + b @ b  # (R,)
+    return dot / sq.clamp_min(0.0).sqrt().clamp_min(1e-12)

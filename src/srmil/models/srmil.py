@@ -17,13 +17,13 @@ from srmil.config import SRMILConfig
 from srmil.errors import ConfigError, SrmilError
 from srmil.graphs.graph_bag import GraphBag
 from srmil.models.base import MODELS, MILModel
-from srmil.models.layers import GatedAttentionPool, GATLayer, sce_loss
+from srmil.models.layers import GatedAttentionPool, GATLayer, sce_from_cosine, sce_loss
 from srmil.models.neighbour_gat import (
     PassInputs,
     StackedTable,
     Supernodes,
     gat_layer,
-    gat_output_layer,
+    gat_output_cosine,
 )
 
 REFORMERS = ("identity", "linear", "mlp")
@@ -379,8 +379,8 @@ class SRMIL(MILModel):
             one = StackedTable.of(base, 1, self.cfg.kernels)
             for layer in self.decoder[:-1]:
                 z, _, _ = gat_layer(layer, z, one)  # (N, H·F)
-            x_hat = gat_output_layer(self.decoder[-1], z, one, rows=mask)  # (K, D)
-            rec = sce_loss(x_hat, x[mask], self.cfg.alpha)
+            cos = gat_output_cosine(self.decoder[-1], z, one, mask, x[mask])  # (K,)
+            rec = sce_from_cosine(cos, self.cfg.alpha)
         else:
             rec = x.new_zeros(())
         ce_masked = F.cross_entropy(logits_m[None], y)
