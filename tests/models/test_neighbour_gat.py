@@ -217,6 +217,10 @@ def test_eval_forward_and_attention_equal_pyg(pooling):
     a_grid, a_pyg = grid.attention(bag), pyg.attention(bag)
     torch.testing.assert_close(a_grid, a_pyg, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(a_grid.sum(), torch.tensor(1.0))
+    for net in (pyg, grid):  # one pass gives both, equal to the two calls
+        logits, scores = net.forward_scores(bag)
+        torch.testing.assert_close(logits, pyg(bag), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(scores, a_pyg, rtol=1e-12, atol=1e-12)
 
 
 def test_table_built_lazily_for_bags_without_one():
@@ -269,3 +273,40 @@ def test_dropout_linear_from_sources_matches_its_masks():
     assert 0.15 < 1 - float(torch.stack(masks).double().mean()) < 0.45
     g = torch.randn_like(ref)
     assert_close_all(grads(out, [w, a, b], g), grads(ref, [w, a, b], g))
+
+
+# ---- the sampled product's kernels -------------------------------------------------------
+
+
+def sddmm_inputs(m: int = 40, k: int = 6, h: int = 2, f: int = 5):
+    g = torch.Generator().manual_seed(0)
+    index = torch.randint(0, m, (m, k), generator=g)
+    return index, torch.randn(h, m, f, generator=g), torch.randn(h, m, f, generator=g)
+
+
+def test_sddmm_kernels_agree_with_the_definition():
+    from srmil.models.neighbour_gat import _sddmm
+
+    index, a, b = sddmm_inputs()
+    want = torch.einsum("hmf,hmkf->mkh", a, b[:, index])  # (M, K, H)
+    torch.testing.assert_close(_sddmm(index, a, b, "eager"), want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(_sddmm(index, a, b, "compiled"), want, rtol=1e-10, atol=1e-10)
+
+
+def test_auto_kernels_fall_back_to_eager_when_compiling_fails(monkeypatch, caplog):
+    import srmil.models.neighbour_gat as ng
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(ng, "_compiled", {})
+    monkeypatch.setattr(ng, "COMPILE_FROM", 1)
+    monkeypatch.setattr(torch, "compile", broken)
+    index, a, b = sddmm_inputs()
+    with caplog.at_level("WARNING", logger="srmil.models.neighbour_gat"):
+        got = ng._sddmm(index, a, b, "auto")
+    torch.testing.assert_close(got, ng._sddmm(index, a, b, "eager"))
+    assert "no C++ compiler found" in caplog.text and "eager" in caplog.text
+    with pytest.raises(RuntimeError, match="no C"):  # asked for explicitly: no silent fallback
+        ng._compiled.clear()
+        ng._sddmm(index, a, b, "compiled")

@@ -462,6 +462,15 @@ class SRMIL(MILModel):
         total = (2 - w_gen) * ((2 - w_ce) * ce_masked + w_ce * ce_full) + w_gen * rec
         return {"total": total, "ce_masked": ce_masked, "ce_full": ce_full, "rec": rec}
 
+    def forward_scores(self, bag: GraphBag) -> tuple[Tensor, Tensor]:
+        """Logits (C,) and :meth:`attention` (N,) from one encoder pass (grid backend; the PyG
+        path runs the two one after the other)."""
+        self._check_bag(bag)
+        if self.cfg.backend == "grid":
+            logits, scores = self._grid_logits(bag, scores=True)
+            return logits[0], scores
+        return self(bag), self.attention(bag)
+
     def attention(self, bag: GraphBag) -> Tensor:
         """Per-patch scores for heatmaps on the complete graph.
 
