@@ -424,10 +424,12 @@ def gat_layer(
     out = _finish(layer, out.reshape(b * n, heads * fo), res)  # (B·N, H·F)
 
     # the supernodes' own rows: attention over all N patches of their graph
-    xg = xp.view(b, n, heads, fo)[g0:g1]  # (S, N, H, F), a view
     e_own = F.leaky_relu(a_src.view(b, n, heads)[g0:g1] + s_dst[:, None], slope)  # (S, N, H)
     a_own = _softmax_slots(e_own, None, p_attn, training)  # (S, N, H)
-    s_out = (a_own.to(xg.dtype)[..., None] * xg).sum(1)  # (S, H, F)
+    # per graph, (H, 1, N) @ (H, N, F) on views of the head-major rows the aggregation keeps
+    s_out = torch.stack([
+        torch.bmm(a_own[i].to(xh.dtype).t()[:, None], xh[:, g * n:(g + 1) * n])[:, 0]
+        for i, g in enumerate(range(g0, g1))])  # (S, H, F)
     s_out = _finish(layer, s_out.reshape(s_rows, heads * fo), s_res)  # (S, H·F)
     return out, s_out, (a_own if return_supernode_attention else None)
 
