@@ -1,6 +1,6 @@
 """Every config dataclass and every default, in one place.
 
-Defaults marked *METHOD.md* are the reference behaviour described in ``shared/METHOD.md``.
+Defaults marked *METHOD.md* are the reference behaviour described in ``docs/METHOD.md``.
 Configs are frozen; ``to_dict`` / ``from_dict`` give JSON round trips, and unknown keys are an
 error (``ConfigError``) so a typo never silently falls back to a default.
 """
@@ -181,7 +181,7 @@ class PatchGCNConfig:
 
 @dataclass(frozen=True)
 class HeatmapConfig:
-    """``srmil heatmap`` / the report's gallery (issue #7)."""
+    """``srmil heatmap`` / the report's gallery."""
 
     method: str = "auto"  # auto: attention when the model has it, else gradient × input
     norm: str = "rank"  # rank percentile within the slide (never "cold all over") | minmax
@@ -241,13 +241,25 @@ class TissueConfig:
 
 @dataclass(frozen=True)
 class PatchConfig:
-    """Patch grid on level 0 (``srmil patch``); defaults from the issue: 20×, 224 px, overlap 0."""
+    """Patch grid on level 0 (``srmil patch``); defaults 20×, 224 px, overlap 0."""
 
     magnification: int = 20  # target magnification of the patches
     patch_size: int = 224  # pixels at the target magnification
     overlap: int = 0  # pixels at the target magnification (TRIDENT's ``overlap``)
     min_tissue: float = 0.25  # keep a patch when at least this fraction of it is tissue
     mask_resolution: int = 16  # tissue-mask pixels per patch side when measuring the fraction
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Patch encoding (``srmil extract``): which encoder, where it runs, how features are stored."""
+
+    encoder: str = "stain_stats"  # a preset, stain_stats (no weights), or timm:<architecture>
+    weights: str | None = None  # local weights file (.safetensors, .pt, .bin); never downloaded
+    batch_size: int = 64  # patches per forward pass
+    workers: int = 2  # DataLoader worker processes reading patches (0: in this process)
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:<i>
+    precision: str = "fp32"  # storage of the features: fp32 | fp16 (computation: AMP on GPU)
 
 
 @dataclass(frozen=True)
