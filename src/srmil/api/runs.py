@@ -97,7 +97,7 @@ def _run(labels: PathLike, bags: PathLike, out: PathLike, cfg: RunConfig,
 
     cohort, table = load_training_cohort(labels, bags, cfg.split, splits)
     summary = run_folds(out, cohort, table, cfg, folds=folds, resume=resume)
-    run = RunDir(out)
+    run = RunDir(Path(out).absolute())  # still the run if the caller changes directory
     return RunResult(run, summary, run.summary_table())
 
 
@@ -161,7 +161,7 @@ def compare(labels: PathLike, bags: PathLike, out: PathLike, specs: list[str],
                           "not --set model.*")
     cohort, table = load_training_cohort(labels, bags, base.split, splits)
     result = compare_specs(out, specs, cohort, table, base, reference, resume)
-    cmp = ComparisonDir(out)
+    cmp = ComparisonDir(Path(out).absolute())
     folds = sorted(table["fold"].unique().tolist())
     curves = {s: pooled(cmp.run(s).predictions("test", folds)) for s in specs}
     roc = roc_figure(curves, cmp.roc_path)
@@ -218,7 +218,7 @@ def demo(out: PathLike = "demo_out", seed: int = 0, epochs: int = DEMO_EPOCHS,
              "paper trains 100) → %s", epochs, run_dir)
     splits = make_splits(rep.cohort.slides, run_cfg.split)
     summary = run_folds(run_dir, rep.cohort, splits, run_cfg, resume=True)
-    run = RunDir(run_dir)
+    run = RunDir(run_dir.absolute())
     return DemoResult(cohort, rep, RunResult(run, summary, run.summary_table()),
                       time.time() - t0)
 

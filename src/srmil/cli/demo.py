@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from srmil.cli.common import add_command, flag
 
@@ -38,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print()
     print(format_summary(result.run.summary))
-    print(f"\nrun directory: {result.run.path}  ({result.seconds:.0f} s)")
-    print(f"next: srmil predict --run {result.run.path} --bags {result.cohort.bags} "
+    run_dir = Path(args.out) / "run_srmil"  # as given, not made absolute
+    print(f"\nrun directory: {run_dir}  ({result.seconds:.0f} s)")
+    print(f"next: srmil predict --run {run_dir} --bags {result.cohort.bags} "
           "--out predictions.csv", file=sys.stderr)
     return 0

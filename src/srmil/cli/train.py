@@ -23,11 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_cv)
 
 
-def _print(result) -> int:
+def _print(result, out: str) -> int:
     from srmil.training.crossval import format_summary
 
     print(format_summary(result.summary))
-    print(f"run directory: {result.path}", file=sys.stderr)
+    print(f"run directory: {out}", file=sys.stderr)
     return 0
 
 
@@ -35,11 +35,11 @@ def run_train(args: argparse.Namespace) -> int:
     from srmil import api
 
     return _print(api.train(args.labels, args.bags, args.out, run_config(args), fold=args.fold,
-                            splits=args.splits, resume=args.resume))
+                            splits=args.splits, resume=args.resume), args.out)
 
 
 def run_cv(args: argparse.Namespace) -> int:
     from srmil import api
 
     return _print(api.cv(args.labels, args.bags, args.out, run_config(args, folds=args.folds),
-                         splits=args.splits, resume=args.resume))
+                         splits=args.splits, resume=args.resume), args.out)
