@@ -15,7 +15,7 @@ from srmil.cli import patch as patch_cli
 from srmil.cli import report as report_cli
 from srmil.cli import segment as segment_cli
 from srmil.cli.common import HelpFormatter, add_log_args, configure_logging, unconfigure_logging
-from srmil.errors import SrmilError
+from srmil.errors import SrmilError, exc_line
 
 SUBCOMMANDS = (synth, check, train, evaluate, predict, compare, models, bench, demo,
                heatmap_cli, report_cli, segment_cli, patch_cli, extract_cli)
@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         code = 0
+    except OSError as exc:  # the environment (disk full, permission), not a bug: one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"srmil {args.command}: error: {where}{exc.strerror or exc_line(exc)}",
+              file=sys.stderr)
+        code = 2
     except KeyboardInterrupt:
         print(f"srmil {args.command}: interrupted", file=sys.stderr)
         code = 130

@@ -43,12 +43,11 @@ from srmil.reports.patch_outputs import (
     scores_table,
     top_bottom,
     write_geojson,
-    write_png,
 )
 from srmil.reports.run_scorer import RunScorer, SlideScores, test_folds  # noqa: F401
 from srmil.reports.scores import PatchScores, rank_percentile
 from srmil.slides.patching import read_patch
-from srmil.storage import write_csv, write_json
+from srmil.storage import write_csv, write_image, write_json
 
 DONE_FILE = "heatmap.json"
 
@@ -199,7 +198,7 @@ def _draw_on_slide(slide: Any, out_dir: Path, slide_path: Path, bag: FeatureBag,
             xy = (int(round(row["x"] * scale)), int(round(row["y"] * scale)))
             img = read_patch(slide, xy, int(round(size_px)), cfg.crop_px)  # (c, c, 3)
             name = f"crops/{row['group']}_{int(row['rank']):02d}.png"
-            write_png(out_dir / name, img, overwrite)
+            write_image(out_dir / name, img, overwrite)
             tb.loc[i, "crop"] = name
             crops[row["group"]].append(img)
             vals[row["group"]].append(f"{row['score']:.3g} at ({row['x']:g}, {row['y']:g})")

@@ -50,7 +50,7 @@ from srmil.slides.tissue import (
     read_geojson,
     segment_tissue,
 )
-from srmil.storage import atomic_path, write_json
+from srmil.storage import write_image, write_json
 
 STAGES = ("segment", "patch", "features")
 
@@ -107,13 +107,6 @@ class JobLayout:
         if stage == "patch":
             return self.mag_dir / "status_patch.csv"
         return self.mag_dir / f"status_features_{encoder}.csv"
-
-
-def _save_jpeg(path: Path, rgb: np.ndarray) -> None:
-    from PIL import Image
-
-    with atomic_path(path, overwrite=True) as tmp:
-        Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format="JPEG", quality=90)
 
 
 def _sha1(path: Path) -> str:
@@ -215,6 +208,10 @@ def check_features(path: Path, patches: Path, encoder: str | None = None,
     return None
 
 
+def _redo(why: str | None) -> str:
+    return "" if why == "missing" else f" (replaced: {why})"
+
+
 class Pipeline:
     """Run segment / patch / features over a cohort in one job directory.
 
@@ -245,6 +242,24 @@ class Pipeline:
 
     # -- stages: each returns (status, reason); status "busy" = claimed elsewhere --------------
 
+    def _stage(self, out: Path, check: Callable[[], str | None], exists: str,
+               make: Callable[[str | None], str]) -> tuple[str, str]:
+        """The protocol every stage follows for its output ``out``.
+
+        Check (``None``: valid) → skip a valid output unless ``overwrite`` → claim it (busy if
+        another process holds it) → check again (that process may just have finished it) →
+        ``make(why)`` writes it and says what was done (``why``: why the old one was not kept).
+        """
+        if check() is None and not self.overwrite:
+            return "skipped", exists
+        with Claim(out) as claim:
+            if not claim.held:
+                return "busy", f"claimed by {claim.holder() or 'another process'}"
+            why = check()
+            if why is None and not self.overwrite:
+                return "skipped", exists
+            return "done", make(why)
+
     def _user_geojson(self, sid: str) -> Path | None:
         if self.geojson_dir is None:
             return None
@@ -259,22 +274,20 @@ class Pipeline:
                 raise SrmilError(f"user contours unusable: {why}", user)
             return "skipped", f"user contours {user}"
         out = self.layout.geojson(sid)
-        if not self.overwrite and check_geojson(out) is None:
-            return "skipped", "contours exist"
-        with Claim(out) as claim:
-            if not claim.held:
-                return "busy", f"claimed by {claim.holder() or 'another process'}"
-            if not self.overwrite and check_geojson(out) is None:
-                return "skipped", "contours exist"
+
+        def make(why: str | None) -> str:
             s = slide()
             tissue = segment_tissue(s, self.tissue)
             thumb, tds = s.thumbnail(self.tissue.thumbnail_side)
-            _save_jpeg(self.layout.thumbnail(sid), thumb)
-            _save_jpeg(self.layout.contours(sid), draw_contours(thumb, tissue.polygons, tds))
+            write_image(self.layout.thumbnail(sid), thumb, overwrite=True)
+            write_image(self.layout.contours(sid), draw_contours(thumb, tissue.polygons, tds),
+                        overwrite=True)
             if not tissue.polygons:
                 raise SrmilError("no tissue found (blank slide, or thresholds too strict)", s.path)
             write_json(out, polygons_to_geojson(tissue.polygons), overwrite=True)
-        return "done", f"{len(tissue.polygons)} tissue polygons, {tissue.fraction:.0%} of the slide"
+            return f"{len(tissue.polygons)} tissue polygons, {tissue.fraction:.0%} of the slide"
+
+        return self._stage(out, lambda: check_geojson(out), "contours exist", make)
 
     def _contours_for(self, sid: str) -> Path:
         return self._user_geojson(sid) or self.layout.geojson(sid)
@@ -287,28 +300,23 @@ class Pipeline:
         sha = _sha1(contours)
         out = self.layout.patches(sid)
         grid = patch_grid(slide(), self.patch)  # the slide as opened now (mpp override, …)
-        why = check_patches(out, self.patch, sha, grid)
-        if why is None and not self.overwrite:
-            return "skipped", "patches exist"
-        with Claim(out) as claim:
-            if not claim.held:
-                return "busy", f"claimed by {claim.holder() or 'another process'}"
-            why = check_patches(out, self.patch, sha, grid)
-            if why is None and not self.overwrite:
-                return "skipped", "patches exist"
+
+        def make(why: str | None) -> str:
             polygons = read_geojson(contours)
             if not polygons:
                 raise SrmilError("no tissue polygon in the contours", contours)
             s = slide()
-            coords, _, grid = select_patches(s, polygons, self.patch)
-            write_patches(out, coords, grid, sid, self.layout.mag_dir,
+            coords, _, got = select_patches(s, polygons, self.patch)
+            write_patches(out, coords, got, sid, self.layout.mag_dir,
                           {"min_tissue": self.patch.min_tissue, "contours_sha1": sha},
                           overwrite=True)
             thumb, tds = s.thumbnail(self.tissue.thumbnail_side)
-            _save_jpeg(self.layout.visualization(sid),
-                       draw_patches(thumb, coords, grid.patch_size_level0, tds))
-        redo = "" if why == "missing" else f" (replaced: {why})"
-        return "done", f"{len(coords)} patches, step {grid.step} px at level 0{redo}"
+            write_image(self.layout.visualization(sid),
+                        draw_patches(thumb, coords, got.patch_size_level0, tds), overwrite=True)
+            return f"{len(coords)} patches, step {got.step} px at level 0{_redo(why)}"
+
+        return self._stage(out, lambda: check_patches(out, self.patch, sha, grid),
+                           "patches exist", make)
 
     def _features(self, sid: str, slide: Callable[[], Slide],
                   feats: FeaturesStage) -> tuple[str, str]:
@@ -321,21 +329,14 @@ class Pipeline:
             return check_features(out, patches, feats.encoder, feats.precision,
                                   feats.weights_sha256)
 
-        why = check()
-        if why is None and not self.overwrite:
-            return "skipped", "features exist"
-        with Claim(out) as claim:
-            if not claim.held:
-                return "busy", f"claimed by {claim.holder() or 'another process'}"
-            why = check()
-            if why is None and not self.overwrite:
-                return "skipped", "features exist"
+        def make(why: str | None) -> str:
             if why is not None:  # stale or truncated: never kept, even if the redo fails
                 out.unlink(missing_ok=True)
             # a valid file (--overwrite) is replaced by the atomic rename, only on success
             n = feats.fn(slide(), patches, out, True)
-        redo = "" if why == "missing" else f" (replaced: {why})"
-        return "done", f"{n} patches{redo}"
+            return f"{n} patches{_redo(why)}"
+
+        return self._stage(out, check, "features exist", make)
 
     # -- the loop ------------------------------------------------------------------------------
 
