@@ -49,7 +49,7 @@ def synth(out: PathLike, cfg: SynthConfig = SynthConfig(), overwrite: bool = Fal
 
 
 def check(bags: PathLike, labels: PathLike | None = None, folds: int | None = 5,
-          graph: GraphConfig = GraphConfig()) -> CheckReport:
+          graph: GraphConfig = GraphConfig(), table: PathLike | None = None) -> CheckReport:
     """Read every bag once and report what a run would trip on.
 
     Args:
@@ -57,6 +57,7 @@ def check(bags: PathLike, labels: PathLike | None = None, folds: int | None = 5,
         labels: labels CSV ``slide_id,case_id,label``; without it only the bags are checked.
         folds: check every class has enough cases for this many folds (``None``: skip).
         graph: the graph settings a run would use.
+        table: also write the per-slide table to this CSV.
 
     Returns:
         The per-slide table, every problem found, and the cohort; ``.ok`` when nothing stops
@@ -64,8 +65,13 @@ def check(bags: PathLike, labels: PathLike | None = None, folds: int | None = 5,
     """
     from srmil.reports.check import check as check_cohort
 
-    return check_cohort(bags, labels, folds=folds or None, cfg=graph,
-                        progress=log.isEnabledFor(logging.INFO))
+    rep = check_cohort(bags, labels, folds=folds or None, cfg=graph,
+                       progress=log.isEnabledFor(logging.INFO))
+    if table is not None:
+        from srmil.storage import write_csv
+
+        write_csv(table, rep.table)
+    return rep
 
 
 def load_training_cohort(labels: PathLike, bags: PathLike, split: SplitConfig = SplitConfig(),

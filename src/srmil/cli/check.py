@@ -29,11 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from srmil import api
     from srmil.reports.check import format_report
-    from srmil.storage import write_csv
 
     rep = api.check(args.bags, args.labels, folds=args.folds or None,
-                    graph=GraphConfig(window=args.window, step=args.step))
+                    graph=GraphConfig(window=args.window, step=args.step), table=args.table)
     print(format_report(rep, verbose=args.verbose))
-    if args.table:
-        write_csv(args.table, rep.table)
     return 0 if rep.ok else 1
