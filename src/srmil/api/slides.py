@@ -10,10 +10,14 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from srmil.api.results import JobResult
 from srmil.config import ExtractConfig, PatchConfig, TissueConfig
 from srmil.errors import SrmilError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +99,6 @@ def extract(slides: PathLike | Mapping[str, Path], out: PathLike, encoder: Extra
     Returns:
         Per-stage status rows; the bags are ``layout.features(slide_id, encoder)``.
     """
-
     from srmil.features.encoders import create_encoder, weights_sha256
     from srmil.features.extract import extract_slide
     from srmil.slides.pipeline import FeaturesStage
@@ -122,7 +125,7 @@ def extract(slides: PathLike | Mapping[str, Path], out: PathLike, encoder: Extra
                        mpp, shard, overwrite, progress, stage)
 
 
-def resolve_device(name: str):
+def resolve_device(name: str) -> torch.device:
     """``auto`` (CUDA when present) | ``cpu`` | ``cuda`` | ``cuda:<i>`` | ``gpu`` → a torch
     device; one line when it is not one or not available."""
     import torch
