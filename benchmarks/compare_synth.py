@@ -38,7 +38,7 @@ def run_seed(out: Path, variant: str, seed: int, models: str, epochs: int, folds
         srmil_cli("synth", str(cohort), "--variant", variant, "--seed", str(seed))
     feats = next(cohort.glob("*_overlap/features_synth"))
     cmp_dir = out / variant / f"seed{seed}" / "compare"
-    args = ["compare", "--labels", str(cohort / "labels.csv"), "--features", str(feats),
+    args = ["compare", "--labels", str(cohort / "labels.csv"), "--bags", str(feats),
             "--out", str(cmp_dir), "--models", models, "--folds", str(folds),
             "--epochs", str(epochs), "--seed", str(seed)]
     if (cmp_dir / "compare.json").exists():

@@ -48,6 +48,10 @@ class CohortError(SrmilError):
     """A labels CSV, features directory or split file that does not fit together."""
 
 
+class WriteError(SrmilError):
+    """An output that could not be written (disk full, permission, I/O error)."""
+
+
 class ConfigError(SrmilError):
     """An unknown or ill-typed configuration key or value."""
 

@@ -14,7 +14,7 @@ from srmil.errors import SrmilError
 from srmil.graphs.graph_bag import to_graph_bag
 from srmil.models.base import MODELS, create_model
 from srmil.reports.scores import (
-    DECLARED_KINDS,
+    ATTENTION,
     GRADIENT,
     ensemble_scores,
     gradient_scores,
@@ -39,7 +39,7 @@ def test_every_model_gives_one_finite_score_per_patch(name):
     bag = _bag(with_graph=net.uses_graph)
     s = patch_scores(net, bag)
     assert s.scores.shape == (30,) and np.isfinite(s.scores).all()
-    assert s.kind == DECLARED_KINDS.get(name, s.kind)
+    assert s.kind == type(net).score_kind  # the class declares what its heatmaps show
     assert s.scores.std() > 0  # not a constant map
     if s.kind == GRADIENT:
         assert s.target == int(net(bag).argmax())
@@ -56,6 +56,42 @@ def test_attention_models_give_their_pooling_weights(name):
     net.eval()
     with torch.no_grad():
         assert np.allclose(s.scores, net.attention(bag).numpy(), atol=1e-7)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_score_kind_is_declared_by_the_class_and_kept(name):
+    """An attention model gives (N,) attention and the same logits from its one-pass
+    ``forward_scores`` as from ``forward``; a gradient model gives no attention at all."""
+    torch.manual_seed(0)
+    net = create_model(name, 6, 3).eval()
+    assert type(net).score_kind in (ATTENTION, GRADIENT)
+    bag = _bag(with_graph=net.uses_graph)
+    with torch.no_grad():
+        logits, att = net.forward_scores(bag)
+        assert torch.allclose(logits, net(bag), atol=1e-6)
+        if net.score_kind == ATTENTION:
+            assert att is not None and att.shape == (30,)
+            assert torch.allclose(att, net.attention(bag), atol=1e-7)
+        else:
+            assert att is None and net.attention(bag) is None
+
+
+def test_the_built_in_kinds():
+    kinds = {n: MODELS.get(n).score_kind for n in MODELS.names()}
+    assert {n for n, k in kinds.items() if k == GRADIENT} == {"mean", "max"}
+
+
+def test_a_model_declaring_attention_without_scores_is_a_bug_not_a_gradient_map():
+    from srmil.models.mean import MeanMIL
+
+    class Liar(MeanMIL):
+        score_kind = ATTENTION
+
+    net = Liar(6, 2, MeanMIL.Config())
+    with pytest.raises(RuntimeError, match="declares score_kind 'attention'"):
+        patch_scores(net, _bag(with_graph=False))
+    with pytest.raises(RuntimeError, match="declares score_kind 'attention'"):
+        ensemble_scores([net], _bag(with_graph=False))
 
 
 def test_gradient_times_input_matches_finite_differences():

@@ -4,35 +4,33 @@ from __future__ import annotations
 
 import argparse
 
+from srmil.cli.common import add_command, flag
 from srmil.config import GraphConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "check", help="validate labels + feature bags and print a summary",
+    p = add_command(
+        sub, "check", help="validate labels + feature bags and print a summary",
         description="Read every bag once and report slides matched / missing / unlabelled, "
         "classes, patches, feature dimension, patch step and its source, graph degrees and every "
         "problem found. Exit code 1 when a problem would stop training.",
     )
-    p.add_argument("--features", required=True, help="directory of bags (*.h5, *.pt) or one bag")
-    p.add_argument("--labels", help="labels CSV: slide_id,case_id,label (extra columns kept)")
-    p.add_argument("--folds", type=int, default=5,
-                   help="check every class has enough cases for K folds (0: skip)")
-    p.add_argument("--window", type=int, default=GraphConfig().window)
-    p.add_argument("--step", type=float, default=None,
-                   help="force the grid step (coords frame); default: attrs checked against coords")
-    p.add_argument("--table", help="write the per-slide table to this CSV")
-    p.add_argument("--verbose", "-v", action="store_true", help="print every slide's row")
+    flag(p, "--bags", required=True)
+    flag(p, "--labels", " (extra columns kept); without it only the bags are checked")
+    flag(p, "--folds", ": check every class has enough cases for K folds (default 5; 0: skip)",
+         type=int, default=5)
+    flag(p, "--window", f" (default {GraphConfig().window})", type=int,
+         default=GraphConfig().window)
+    flag(p, "--step", "; default: attrs checked against coords", type=float, default=None)
+    flag(p, "--table")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from srmil.reports.check import check, format_report
-    from srmil.storage import write_csv
+    from srmil import api
+    from srmil.reports.check import format_report
 
-    cfg = GraphConfig(window=args.window, step=args.step)
-    rep = check(args.features, args.labels, folds=args.folds or None, cfg=cfg)
+    rep = api.check(args.bags, args.labels, folds=args.folds or None,
+                    graph=GraphConfig(window=args.window, step=args.step), table=args.table)
     print(format_report(rep, verbose=args.verbose))
-    if args.table:
-        write_csv(args.table, rep.table)
     return 0 if rep.ok else 1

@@ -1,72 +1,235 @@
-"""Arguments and config resolution shared by the training commands (one vocabulary)."""
+"""One vocabulary for every subcommand: each concept has one flag, each flag one meaning.
+
+Every flag a subcommand shows is declared in :data:`VOCABULARY` (spelling → meaning) and
+added through :func:`flag`, so its help starts with that meaning; old spellings stay accepted
+as hidden aliases (:data:`ALIASES`) so existing scripts keep working. ``tests/cli`` walks
+``build_parser()`` and fails when one concept has two spellings or one spelling two meanings.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+import copy
+import logging
+import sys
+from typing import Any
 
-from srmil.config import RunConfig, apply_sets, from_dict, load_config_file
+# spelling → meaning (the first words of its help wherever it appears)
+VOCABULARY: dict[str, str] = {
+    # data and runs
+    "--labels": "labels CSV: slide_id,case_id,label",
+    "--bags": "feature bags: a directory (*.h5, *.pt) or one bag file",
+    "--run": "run directory (srmil train / cv)",
+    "--out": "where the results go",
+    "--splits": "reuse saved splits: srmil splits.csv, or CLAM splits_<k>.csv (file or dir)",
+    "--fold": "one fold index",
+    "--folds": "number of patient-level folds",
+    # training
+    "--model": "MIL model (see `srmil models`)",
+    "--models": "comma-separated model specs NAME[:key=value…]",
+    "--reference": "the spec the paired tests compare against",
+    "--epochs": "training epochs",
+    "--seed": "random seed",
+    "--device": "where to compute: auto (a GPU when present, else the CPU) | cpu | gpu | "
+                "cuda[:i]",
+    "--config": "YAML/JSON run config (a run's config.json)",
+    "--set": "override a config field KEY=VALUE",
+    "--resume": "continue the interrupted run in --out (a run directory is never continued "
+                "by accident)",
+    "--overwrite": "replace outputs that already exist (default: finished outputs are kept: "
+                   "skipped, or refused)",
+    # logging
+    "--quiet": "only warnings and errors; no progress bars",
+    "--verbose": "more detail",
+    # check
+    "--window": "graph window: edge if grid distance <= window·√2",
+    "--step": "force the grid step (coords frame)",
+    "--table": "write the per-slide table to this CSV",
+    # synth
+    "--variant": "synthetic cohort variant",
+    "--n-slides": "number of slides",
+    "--dim": "feature dimension",
+    "--min-patches": "fewest patches per slide",
+    "--max-patches": "most patches per slide",
+    # slides
+    "--slides": "slide files: a directory (.svs .ndpi .mrxs .scn .tif …), or a list: a text "
+                "file with one path per line, or a CSV with a 'path' (or 'wsi') column and an "
+                "optional 'mpp' column",
+    "--mpp-csv": "CSV slide_id,mpp: pixel size (µm/px) for slides that lack it or where the "
+                 "file is wrong",
+    "--geojson": "user tissue contours <DIR>/<slide_id>.geojson (e.g. edited in QuPath), used "
+                 "instead of segmenting",
+    "--mag": "target magnification",
+    "--patch-size": "patch side in pixels at --mag",
+    "--overlap": "overlap in pixels at --mag",
+    "--min-tissue": "keep patches with at least this tissue fraction",
+    "--shard": "process only shard I of N (0-based: 0/4 … 3/4, e.g. $SLURM_ARRAY_TASK_ID/4); "
+               "shards are disjoint and cover the cohort",
+    "--encoder": "patch encoder: a preset, stain_stats (no weights), or timm:<architecture> "
+                 "with --weights (see the README)",
+    "--weights": "local weights file (.safetensors, .pt, .bin)",
+    "--batch-size": "patches per forward pass",
+    "--workers": "DataLoader worker processes reading patches (0: in this process)",
+    "--dtype": "storage type of the features: float32 | float16",
+    # heatmaps and reports
+    "--slide-ids": "only these slides (default: every bag)",
+    "--method": "per-patch score: auto (attention when the model has it, else gradient)",
+    "--norm": "colour scale: rank percentile within the slide, or raw min-max",
+    "--top-k": "patches at each end",
+    "--max-side": "pixels of the heatmap's long side",
+    "--cmap": "matplotlib colour map",
+    "--no-geojson": "skip the QuPath GeoJSON",
+    "--gallery": "slides at each end of the confidence ranking in the heatmap gallery",
+}
 
-if TYPE_CHECKING:
-    from srmil.bags.cohort import Cohort
+# old spelling → the flag it now is; accepted, hidden from --help
+ALIASES: dict[str, str] = {
+    "--features": "--bags",
+    "--accelerator": "--device",
+    "--precision": "--dtype",
+}
+
+# per-command old spellings that mean something else elsewhere: (command, old) → flag
+LEGACY_ALIASES: dict[tuple[str, str], str] = {
+    ("synth", "--slides"): "--n-slides",  # a count here; --slides names slide files elsewhere
+}
 
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--labels", required=True, help="labels CSV: slide_id,case_id,label")
-    p.add_argument("--features", required=True, help="directory of feature bags (*.h5, *.pt)")
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, without the hidden alias spellings."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        hidden = getattr(action, "hidden_aliases", ())
+        if hidden:
+            action = copy.copy(action)
+            action.option_strings = [o for o in action.option_strings if o not in hidden]
+        return super()._format_action_invocation(action)
+
+
+class RawDescriptionHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """:class:`HelpFormatter` that keeps the description's line breaks."""
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, **kw: Any) -> argparse.ArgumentParser:
+    """A subcommand parser: no abbreviations (``--fold`` never means ``--folds``), the
+    vocabulary's formatter, and ``--quiet`` / ``--verbose``."""
+    kw.setdefault("formatter_class", HelpFormatter)
+    p = sub.add_parser(name, allow_abbrev=False, **kw)
+    p.set_defaults(command_name=name)
+    return p
+
+
+def flag(p: argparse.ArgumentParser, name: str, suffix: str = "", **kw: Any) -> argparse.Action:
+    """Add the vocabulary's flag ``name`` (with its hidden aliases) to ``p``.
+
+    Args:
+        p: the subcommand's parser.
+        name: the spelling, a key of :data:`VOCABULARY`.
+        suffix: appended to the meaning in the help (defaults, what it is here).
+        kw: ``add_argument`` keywords (type, default, required…).
+    """
+    command = p.get_default("command_name")
+    aliases = [old for old, new in ALIASES.items() if new == name]
+    aliases += [old for (cmd, old), new in LEGACY_ALIASES.items()
+                if cmd == command and new == name]
+    if "help" not in kw:
+        kw["help"] = VOCABULARY[name] + suffix
+    action = p.add_argument(name, *aliases, **kw)
+    action.hidden_aliases = tuple(aliases)  # type: ignore[attr-defined]
+    return action
+
+
+def add_log_args(p: argparse.ArgumentParser) -> None:
+    """``--quiet`` / ``--verbose`` (``-v``): what the ``srmil`` logger shows on stderr."""
+    g = p.add_argument_group("messages")
+    g.add_argument("--quiet", action="store_true", help=VOCABULARY["--quiet"])
+    g.add_argument("--verbose", "-v", action="store_true", help=VOCABULARY["--verbose"])
+
+
+def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    flag(p, "--labels", required=required)
+    flag(p, "--bags", required=required)
+
+
+def add_train_args(p: argparse.ArgumentParser, model: bool = True) -> None:
+    """Training settings shared by train, cv and compare."""
+    if model:
+        flag(p, "--model", " (default srmil)", default=None)
+    flag(p, "--epochs", " (default 100)", type=int, default=None)
+    flag(p, "--seed", " (default 0)", type=int, default=None)
+    flag(p, "--device", " (default auto)", default=None)
+    flag(p, "--config", default=None)
+    flag(p, "--set", ", e.g. model.mask_rate=0.5, train.lr=1e-4, graph.window=3 (repeatable)",
+         action="append", default=[], metavar="KEY=VALUE")
+    flag(p, "--splits", default=None)
+    flag(p, "--resume", action="store_true")
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
-    p.add_argument("--out", required=True, help="run directory (must be new unless --resume)")
-    p.add_argument("--model", default=None, help="MIL model (default srmil; see `srmil models`)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 100)")
-    p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
-    p.add_argument("--accelerator", default=None,
-                   help="auto (GPU when present, else CPU) | cpu | gpu (default auto)")
-    p.add_argument("--config", default=None, help="YAML/JSON run config (a run's config.json)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field, e.g. model.mask_rate=0.5, train.lr=1e-4, "
-                        "graph.window=3 (repeatable)")
-    p.add_argument("--splits", default=None,
-                   help="reuse splits: srmil splits.csv, or CLAM splits_<k>.csv (file or dir)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    flag(p, "--out", ": the run directory (must be new unless --resume)", required=True)
+    add_train_args(p)
 
 
-def run_config(args: argparse.Namespace, folds: int | None = None) -> RunConfig:
+def parse_dtype(text: str) -> str:
+    """``float32`` / ``float16`` (and the old ``fp32`` / ``fp16``) → ``fp32`` / ``fp16``."""
+    names = {"float32": "fp32", "fp32": "fp32", "float16": "fp16", "fp16": "fp16"}
+    if text not in names:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from float32, "
+                                         "float16)")
+    return names[text]
+
+
+def run_config(args: argparse.Namespace, folds: int | None = None):
     """Config file < command-line flags < ``--set``; unknown keys are errors."""
-    data: dict[str, Any] = load_config_file(args.config) if args.config else {}
-    if args.model:
-        data["model"] = args.model
-    train = dict(data.get("train", {}))
-    for key in ("epochs", "seed", "accelerator"):
-        if getattr(args, key) is not None:
-            train[key] = getattr(args, key)
-    data["train"] = train
-    if folds is not None:
-        data["split"] = {**data.get("split", {}), "folds": folds}
-    model = data.get("model", RunConfig().model)
-    for item in args.set:
-        if item.split("=", 1)[0].strip() == "model":
-            model = item.split("=", 1)[1].strip()
-    from srmil.models import MODELS  # torch_geometric: imported only when training
+    from srmil.api import resolve_run_config
 
-    fields = set(MODELS.get(model).Config.__dataclass_fields__)
-    return from_dict(RunConfig, apply_sets(data, args.set, fields))
+    return resolve_run_config(
+        model=getattr(args, "model", None), config=args.config, sets=args.set,
+        train={"epochs": args.epochs, "seed": args.seed, "accelerator": args.device},
+        folds=folds)
 
 
-def cohort_and_splits(args: argparse.Namespace, cfg: RunConfig) -> tuple[Cohort, Any]:
-    from srmil.bags.cohort import load_cohort
-    from srmil.bags.splits import make_splits, read_splits
+class _StderrHandler(logging.Handler):
+    """Writes to the current ``sys.stderr`` (not the one at creation: tests swap it)."""
 
-    cohort = load_cohort(args.labels, args.features)
-    errors = [p for p in cohort.problems() if p.is_error]
-    if errors:
-        from srmil.errors import CohortError
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
 
-        raise CohortError(errors[0].message, errors[0].path)
-    if args.splits:
-        splits = read_splits(args.splits, cohort.slides)
-    else:
-        splits = make_splits(cohort.slides, cfg.split)
-    return cohort, splits
+
+class _Formatter(logging.Formatter):
+    def __init__(self, command: str) -> None:
+        super().__init__()
+        self.command = command
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            return f"srmil {self.command}: error: {msg}"
+        if record.levelno >= logging.WARNING:
+            return f"srmil {self.command}: warning: {msg}"
+        return msg
+
+
+def configure_logging(command: str, quiet: bool = False, verbose: bool = False
+                      ) -> logging.Handler:
+    """Send the ``srmil`` logger to stderr: INFO (default), WARNING (``--quiet``) or DEBUG
+    (``--verbose``). Returns the handler, for :func:`unconfigure_logging`."""
+    logger = logging.getLogger("srmil")
+    handler = _StderrHandler()
+    handler.setFormatter(_Formatter(command))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+    return handler
+
+
+def unconfigure_logging(handler: logging.Handler) -> None:
+    logger = logging.getLogger("srmil")
+    logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True

@@ -14,21 +14,28 @@ from srmil.cli import heatmap as heatmap_cli
 from srmil.cli import patch as patch_cli
 from srmil.cli import report as report_cli
 from srmil.cli import segment as segment_cli
-from srmil.errors import SrmilError
+from srmil.cli.common import HelpFormatter, add_log_args, configure_logging, unconfigure_logging
+from srmil.errors import SrmilError, exc_line
 
 SUBCOMMANDS = (synth, check, train, evaluate, predict, compare, models, bench, demo,
                heatmap_cli, report_cli, segment_cli, patch_cli, extract_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: every subcommand, no flag abbreviations anywhere."""
     parser = argparse.ArgumentParser(
-        prog="srmil",
+        prog="srmil", allow_abbrev=False,
         description="Spatially regularised MIL for whole-slide images.",
     )
     parser.add_argument("--version", action="version", version=f"srmil {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for mod in SUBCOMMANDS:
         mod.add_parser(sub)
+    for p in sub.choices.values():
+        p.allow_abbrev = False  # a mistyped or future flag is never silently another
+        if p.formatter_class is argparse.HelpFormatter:
+            p.formatter_class = HelpFormatter
+        add_log_args(p)
     return parser
 
 
@@ -39,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                             category=FutureWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
+    handler = configure_logging(args.command, args.quiet, args.verbose)
     try:
         code = args.func(args)
     except SrmilError as exc:
@@ -47,9 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         code = 0
+    except OSError as exc:  # the environment (disk full, permission), not a bug: one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"srmil {args.command}: error: {where}{exc.strerror or exc_line(exc)}",
+              file=sys.stderr)
+        code = 2
     except KeyboardInterrupt:
         print(f"srmil {args.command}: interrupted", file=sys.stderr)
         code = 130
+    finally:
+        unconfigure_logging(handler)
     sys.exit(code or 0)
 
 

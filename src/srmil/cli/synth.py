@@ -4,32 +4,34 @@ from __future__ import annotations
 
 import argparse
 
+from srmil.cli.common import RawDescriptionHelpFormatter, add_command, flag
 from srmil.config import SynthConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     d = SynthConfig()
-    p = sub.add_parser(
-        "synth", help="write the built-in synthetic cohort (TRIDENT layout)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, "synth", formatter_class=RawDescriptionHelpFormatter,
+        help="write the built-in synthetic cohort (TRIDENT layout)",
         description="Write the built-in synthetic cohort in TRIDENT's layout:\n\n"
         "  OUT/labels.csv      slide_id,case_id,label,...\n"
         "  OUT/synth.json      config + oracle accuracies\n"
         "  OUT/20x_224px_0px_overlap/features_synth/<slide_id>.h5")
     p.add_argument("out", help="output directory")
-    p.add_argument("--variant", choices=["spatial", "instance"], default=d.variant)
-    p.add_argument("--slides", type=int, default=d.slides)
-    p.add_argument("--dim", type=int, default=d.dim)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--min-patches", type=int, default=d.min_patches)
-    p.add_argument("--max-patches", type=int, default=d.max_patches)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing cohort")
+    flag(p, "--variant", f" (default {d.variant})", choices=["spatial", "instance"],
+         default=d.variant)
+    flag(p, "--n-slides", f" (default {d.slides})", type=int, default=d.slides)
+    flag(p, "--dim", f" (default {d.dim})", type=int, default=d.dim)
+    flag(p, "--seed", f" (default {d.seed})", type=int, default=d.seed)
+    flag(p, "--min-patches", f" (default {d.min_patches})", type=int, default=d.min_patches)
+    flag(p, "--max-patches", f" (default {d.max_patches})", type=int, default=d.max_patches)
+    flag(p, "--overwrite", action="store_true")
     p.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace) -> SynthConfig:
     return SynthConfig(
-        variant=args.variant, slides=args.slides, dim=args.dim, seed=args.seed,
+        variant=args.variant, slides=args.n_slides, dim=args.dim, seed=args.seed,
         min_patches=args.min_patches, max_patches=args.max_patches,
     )
 
@@ -48,10 +50,8 @@ def format_summary(s: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from srmil.bags.synth import write_cohort
+    from srmil import api
 
-    summary = write_cohort(config_from_args(args), args.out, overwrite=args.overwrite)
-    print(format_summary(summary))
+    result = api.synth(args.out, config_from_args(args), overwrite=args.overwrite)
+    print(format_summary(result.summary))
     return 0
-
-

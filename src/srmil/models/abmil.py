@@ -29,6 +29,7 @@ class ABMIL(MILModel):
 
     Config = ABMILConfig
     uses_graph = False
+    score_kind = "attention"
 
     def __init__(self, in_dim: int, n_classes: int, cfg: ABMILConfig = ABMILConfig()) -> None:
         super().__init__(in_dim, n_classes, cfg)
@@ -48,6 +49,11 @@ class ABMIL(MILModel):
     def attention(self, bag: GraphBag) -> Tensor:
         """The pooling weights π (N,), summing to 1."""
         return self._pool(bag)[1]
+
+    def forward_scores(self, bag: GraphBag) -> tuple[Tensor, Tensor]:
+        """Logits (C,) and the pooling weights (N,) from one pass."""
+        z, w = self._pool(bag)  # (hidden,), (N,)
+        return self.head(z), w
 
 
 @MODELS.register("abmil_gated")

@@ -5,9 +5,13 @@ an instance of the model's frozen ``Config`` dataclass (defaults in ``srmil.conf
 
     forward(bag)   -> logits (C,)             inference path, deterministic in eval mode
     loss(bag, y)   -> {"total": ..., parts}   training objective; parts are logged apart
-    attention(bag) -> (N,) scores or None     per-patch scores for heatmaps
+    attention(bag) -> (N,) scores             per-patch scores for heatmaps (attention models)
+    forward_scores(bag) -> (logits, scores)   both from one pass where the model can
 
-``uses_graph`` says whether the model needs the spatial graph (and so coordinates).
+``uses_graph`` says whether the model needs the spatial graph (and so coordinates);
+``score_kind`` which per-patch score its heatmaps show: ``"attention"`` (its own weights, from
+:meth:`MILModel.attention`) or ``"grad_x_input"`` (a model without attention: gradient × input,
+:func:`srmil.reports.scores.gradient_scores`).
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ MODELS: Registry[type] = Registry("MIL model")
 
 
 class MILModel(nn.Module):
-    """Base class: subclasses set ``Config`` and ``uses_graph`` and implement ``forward``."""
+    """Base class: subclasses set ``Config``, ``uses_graph`` and ``score_kind`` and implement
+    ``forward`` (and ``attention`` when ``score_kind`` is ``"attention"``)."""
 
     Config: ClassVar[type]
     uses_graph: ClassVar[bool] = False
+    score_kind: ClassVar[str] = "attention"  # "attention" | "grad_x_input"
 
     def __init__(self, in_dim: int, n_classes: int, cfg: Any) -> None:
         super().__init__()
@@ -43,8 +49,18 @@ class MILModel(nn.Module):
         ce = nn.functional.cross_entropy(self(bag)[None], target.view(1))
         return {"total": ce, "ce": ce}
 
-    def attention(self, bag: GraphBag) -> Tensor | None:  # (N,)
+    def attention(self, bag: GraphBag) -> Tensor | None:
+        """Per-patch attention scores (N,); ``None`` for a ``grad_x_input`` model."""
         return None
+
+    def forward_scores(self, bag: GraphBag) -> tuple[Tensor, Tensor | None]:
+        """Logits (C,) and :meth:`attention` (N,) (``None`` for ``grad_x_input`` models).
+
+        Models whose attention falls out of their forward pass override this to compute both
+        in one pass; this default runs ``forward`` and ``attention`` one after the other.
+        """
+        logits = self(bag)  # (C,)
+        return logits, self.attention(bag) if self.score_kind == "attention" else None
 
 
 def create_model(

@@ -50,6 +50,7 @@ class CLAMSB(MILModel):
 
     Config = CLAMConfig
     uses_graph = False
+    score_kind = "attention"
 
     def __init__(self, in_dim: int, n_classes: int, cfg: CLAMConfig = CLAMConfig()) -> None:
         super().__init__(in_dim, n_classes, cfg)
@@ -71,6 +72,11 @@ class CLAMSB(MILModel):
     def attention(self, bag: GraphBag) -> Tensor:
         """The pooling weights π (N,), summing to 1."""
         return self._pool(bag)[2]
+
+    def forward_scores(self, bag: GraphBag) -> tuple[Tensor, Tensor]:
+        """Logits (C,) and the pooling weights (N,) from one pass."""
+        _, z, w = self._pool(bag)  # (hidden,), (N,)
+        return self.head(z), w
 
     def select_instances(self, w: Tensor) -> tuple[Tensor, Tensor]:
         """Indices of the k' = min(k, N) most and least attended patches, (k',) each."""

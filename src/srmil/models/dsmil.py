@@ -51,6 +51,7 @@ class DSMIL(MILModel):
 
     Config = DSMILConfig
     uses_graph = False
+    score_kind = "attention"
 
     def __init__(self, in_dim: int, n_classes: int, cfg: DSMILConfig = DSMILConfig()) -> None:
         super().__init__(in_dim, n_classes, cfg)
@@ -96,8 +97,13 @@ class DSMIL(MILModel):
 
     def attention(self, bag: GraphBag) -> Tensor:
         """A's column (N,) for the predicted class; sums to 1."""
+        return self.forward_scores(bag)[1]
+
+    def forward_scores(self, bag: GraphBag) -> tuple[Tensor, Tensor]:
+        """Logits (C,) and A's column (N,) for the predicted class, from one pass."""
         s = self.streams(bag)
-        return s["attn"][:, int(self._predict(s).argmax())]
+        logits = self._predict(s)  # (C,)
+        return logits, s["attn"][:, int(logits.argmax())]
 
     def loss(self, bag: GraphBag, target: Tensor) -> dict[str, Tensor]:
         s = self.streams(bag)

@@ -67,6 +67,7 @@ class DTFD(MILModel):
 
     Config = DTFDConfig
     uses_graph = False
+    score_kind = "attention"
 
     def __init__(self, in_dim: int, n_classes: int, cfg: DTFDConfig = DTFDConfig()) -> None:
         super().__init__(in_dim, n_classes, cfg)
@@ -134,14 +135,18 @@ class DTFD(MILModel):
 
     def attention(self, bag: GraphBag) -> Tensor:
         """Per-patch weight in the tier-2 embedding (N,), summing to 1 (see module doc)."""
+        return self.forward_scores(bag)[1]
+
+    def forward_scores(self, bag: GraphBag) -> tuple[Tensor, Tensor]:
+        """Logits (C,) and the per-patch tier-2 weights (N,), from one pass."""
         t = self.tiers(bag)
         beta = t["beta"]  # (K,)
         w = torch.zeros(bag.num_nodes, dtype=beta.dtype, device=beta.device)
         if self.cfg.distill == "afs":
             for m, (idx, a) in enumerate(zip(t["groups"], t["alpha"], strict=True)):
                 w[idx] = beta[m] * a
-            return w
-        return w.index_add(0, t["picked"], beta)
+            return t["tier2"], w
+        return t["tier2"], w.index_add(0, t["picked"], beta)
 
     def loss(self, bag: GraphBag, target: Tensor) -> dict[str, Tensor]:
         t = self.tiers(bag)

@@ -16,6 +16,7 @@ class MeanMIL(MILModel):
 
     Config = MeanConfig
     uses_graph = False
+    score_kind = "grad_x_input"  # no attention: gradient × input
 
     def __init__(self, in_dim: int, n_classes: int, cfg: MeanConfig = MeanConfig()) -> None:
         super().__init__(in_dim, n_classes, cfg)

@@ -61,6 +61,7 @@ class PatchGCN(MILModel):
 
     Config = PatchGCNConfig
     uses_graph = True
+    score_kind = "attention"
 
     def __init__(self, in_dim: int, n_classes: int,
                  cfg: PatchGCNConfig = PatchGCNConfig()) -> None:
@@ -102,3 +103,8 @@ class PatchGCN(MILModel):
     def attention(self, bag: GraphBag) -> Tensor:
         """The pooling weights π (N,), summing to 1."""
         return self._pool(bag)[1]
+
+    def forward_scores(self, bag: GraphBag) -> tuple[Tensor, Tensor]:
+        """Logits (C,) and the pooling weights (N,) from one pass."""
+        z, w = self._pool(bag)
+        return self.head(z), w

@@ -91,6 +91,7 @@ class TransMIL(MILModel):
 
     Config = TransMILConfig
     uses_graph = False
+    score_kind = "attention"
 
     def __init__(self, in_dim: int, n_classes: int,
                  cfg: TransMILConfig = TransMILConfig()) -> None:
@@ -132,12 +133,16 @@ class TransMIL(MILModel):
 
     def attention(self, bag: GraphBag) -> Tensor:
         """Class-token attention of the last layer (N,), copies folded, clipped, summing to 1."""
-        _, attn, idx = self._encode(bag, return_attn=True)
+        return self.forward_scores(bag)[1]
+
+    def forward_scores(self, bag: GraphBag) -> tuple[Tensor, Tensor]:
+        """Logits (C,) and the class-token attention (N,), from one pass."""
+        logits, attn, idx = self._encode(bag, return_attn=True)
         seq = idx.shape[0] + 1  # class token + S² patch tokens; the landmark padding is in front
         row = attn[0, :, -seq, -seq + 1:].mean(0)  # (S²,)
         w = torch.zeros(bag.num_nodes, dtype=row.dtype, device=row.device)
         w = w.index_add(0, idx, row.clamp_min(0.0))  # (N,)
         total = w.sum()
         if not torch.isfinite(total) or total <= 0:
-            return torch.full_like(w, 1.0 / bag.num_nodes)
-        return w / total
+            return logits, torch.full_like(w, 1.0 / bag.num_nodes)
+        return logits, w / total

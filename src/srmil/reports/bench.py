@@ -102,9 +102,6 @@ def bench_heatmap(sizes: tuple[int, ...] = (10_000, 100_000), dim: int = 256,
     Returns:
         Rows of {patches, stage, seconds, peak_mib, maxrss_mib}.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import torch
 
     from srmil.bench import tissue_like_coords

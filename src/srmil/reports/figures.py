@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,27 +15,31 @@ import pandas as pd
 from srmil.storage import atomic_path
 
 
-def _plt():
-    import matplotlib
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None,
+             dpi: float | None = None, layout: str | None = None, **kw: Any) -> tuple[Any, Any]:
+    """``pyplot.subplots`` on a bare :class:`matplotlib.figure.Figure`: no pyplot, so neither
+    the user's backend (a notebook's) nor pyplot's figure registry is touched.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Returns:
+        (figure, axes) as ``pyplot.subplots`` returns them.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    return plt
+    fig = Figure(figsize=figsize, dpi=dpi, layout=layout)
+    FigureCanvasAgg(fig)  # its own raster canvas (PNG, pixel access); the global backend stays
+    return fig, fig.subplots(nrows, ncols, **kw)
 
 
 def save_figure(fig, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write a matplotlib figure as PNG (white background, atomically), then close it.
+    """Write a matplotlib figure as PNG (white background, atomically).
 
-    The figure is closed even when the write fails (an existing ``path`` without
-    ``overwrite``), so a failed report leaks no figure.
+    Figures of :func:`subplots` belong to no pyplot registry: nothing to close, nothing leaks
+    when the write fails.
     """
     dest = Path(path)
-    try:
-        with atomic_path(dest, overwrite) as tmp:
-            fig.savefig(tmp, format="png", facecolor="white")
-    finally:
-        _plt().close(fig)
+    with atomic_path(dest, overwrite) as tmp:
+        fig.savefig(tmp, format="png", facecolor="white")
     return dest
 
 
@@ -50,8 +55,7 @@ def pr_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.P
     from sklearn.metrics import average_precision_score, precision_recall_curve
     from sklearn.preprocessing import label_binarize
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=110)
+    fig, ax = subplots(figsize=(5.5, 5), dpi=110)
     prevalence = []
     for name, (y, p) in curves.items():
         c = p.shape[1]
@@ -80,12 +84,11 @@ def confusion_figure(y: np.ndarray, pred: np.ndarray, classes: list[str],
     """Counts of true (rows) against predicted (columns) classes, with row percentages."""
     from sklearn.metrics import confusion_matrix
 
-    plt = _plt()
     m = confusion_matrix(y, pred, labels=range(len(classes)))  # (C, C)
     rows = m.sum(axis=1, keepdims=True)
     frac = np.divide(m, rows, out=np.zeros(m.shape, dtype=float), where=rows > 0)
     side = 2.2 + 0.9 * len(classes)
-    fig, ax = plt.subplots(figsize=(side + 1, side), dpi=110)
+    fig, ax = subplots(figsize=(side + 1, side), dpi=110)
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
@@ -110,7 +113,6 @@ def history_figure(histories: dict[int, pd.DataFrame], path: str | os.PathLike,
     """
     from matplotlib.ticker import MaxNLocator
 
-    plt = _plt()
     parts: list[str] = []
     for h in histories.values():
         parts += [c for c in h.columns if c.startswith("train_") and c not in parts]
@@ -118,7 +120,7 @@ def history_figure(histories: dict[int, pd.DataFrame], path: str | os.PathLike,
                       if any(c in h for h in histories.values())]
     cols = min(3, max(len(panels), 1))
     rows = int(np.ceil(len(panels) / cols)) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), dpi=100,
+    fig, axes = subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), dpi=100,
                              squeeze=False)
     for ax, col in zip(axes.ravel(), panels, strict=False):
         for k, h in sorted(histories.items()):

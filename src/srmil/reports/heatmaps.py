@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from srmil.errors import SrmilError
-from srmil.reports.figures import save_figure
+from srmil.reports.figures import save_figure, subplots
 from srmil.reports.scores import rank_percentile
 
 NORMS = ("rank", "minmax")
@@ -213,10 +213,6 @@ def heatmap_figure(
     Returns:
         The figure and its grid axes, whose data frame is the coordinates' frame (y down).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     if len(scores) != len(coords):
         raise SrmilError(f"{len(scores)} scores for {len(coords)} coordinates: they must pair "
@@ -226,7 +222,7 @@ def heatmap_figure(
     grid = score_grid(coords, values, step)
     h, w = grid.values.shape
     fw, fh = _figure_size(w / h, max_side, dpi)
-    fig, ax = plt.subplots(figsize=(fw + 1.4, fh + 0.9), dpi=dpi, layout="constrained")
+    fig, ax = subplots(figsize=(fw + 1.4, fh + 0.9), dpi=dpi, layout="constrained")
     im = _draw_grid(ax, grid, vmin, vmax, cmap)
     _frame(ax, grid.extent, unit, margin=grid.step)
     cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, shrink=0.9)
@@ -267,10 +263,6 @@ def overlay_figure(
         alpha: opacity of the scores over the slide.
         max_side: pixels of each panel's long side (at most the thumbnail's).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     values, vmin, vmax, label = normalise(scores, norm, kind)
     cmap = _diverging_if_signed(cmap, vmin)
@@ -280,7 +272,7 @@ def overlay_figure(
     pw, ph = _figure_size(tw / th, min(max(th, tw), max_side), dpi)
     wide = tw >= th  # side by side for tall slides, one above the other for wide ones
     rows, cols = (2, 1) if wide else (1, 2)
-    fig, axes = plt.subplots(rows, cols, dpi=dpi, layout="constrained",
+    fig, axes = subplots(rows, cols, dpi=dpi, layout="constrained",
                              figsize=(pw * cols + 1.4, ph * rows + 0.9))
     for ax in axes:
         ax.imshow(thumb, extent=slide_extent, origin="upper", interpolation="antialiased")
@@ -306,13 +298,9 @@ def render_crops(path: str | os.PathLike, top: list[np.ndarray], bottom: list[np
         top, bottom: (h, w, 3) uint8 crops, most extreme first.
         top_labels, bottom_labels: a caption per crop (score and position).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     k = max(len(top), len(bottom), 1)
-    fig, axes = plt.subplots(2, k, figsize=(1.6 * k + 0.6, 3.8), dpi=100, squeeze=False,
+    fig, axes = subplots(2, k, figsize=(1.6 * k + 0.6, 3.8), dpi=100, squeeze=False,
                              layout="constrained")
     for row, (crops, vals, name) in enumerate(((top, top_labels, "highest"),
                                                (bottom, bottom_labels, "lowest"))):

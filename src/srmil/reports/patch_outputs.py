@@ -85,16 +85,6 @@ def write_geojson(path: str | os.PathLike, coords_px: np.ndarray, size_px: float
     return dest
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray, overwrite: bool = False) -> Path:
-    """An (h, w, 3) uint8 image as PNG (Pillow), atomically."""
-    from PIL import Image
-
-    dest = Path(path)
-    with atomic_path(dest, overwrite) as tmp:
-        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
-    return dest
-
-
 def check_fits_slide(coords_px: np.ndarray, dimensions: tuple[int, int],
                      slide_path: str | os.PathLike, bag_path: str | os.PathLike) -> None:
     """Refuse a bag whose patches do not lie on the slide (wrong slide for the bag).

@@ -64,15 +64,6 @@ def _table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _fold_tables(run: Path) -> dict[int, pd.DataFrame]:
-    out = {}
-    for d in sorted(run.glob("fold_*"), key=lambda d: int(d.name.split("_")[1])):
-        p = d / "predictions.csv"
-        if p.exists():
-            out[int(d.name.split("_")[1])] = pd.read_csv(p, dtype={"slide_id": str})
-    return out
-
-
 def _probs(t: pd.DataFrame, classes: list[str]) -> np.ndarray:
     return t[[f"prob_{c}" for c in classes]].to_numpy(dtype=float)
 
@@ -157,17 +148,17 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     """
     from srmil.reports.figures import confusion_figure, history_figure, pr_figure
     from srmil.reports.roc import roc_figure
-    from srmil.training.inference import read_run
+    from srmil.training.rundir import RunDir
 
-    run = Path(run_dir)
-    info = read_run(run)
-    classes: list[str] = info["classes"]
-    cfg: dict[str, Any] = info["config"]
+    rd = RunDir(run_dir).require()
+    run = rd.path
+    classes: list[str] = rd.classes()
+    cfg: dict[str, Any] = rd.config_dict()
     out = Path(out) if out is not None else run / "report"
     page = out / "index.html"
     if page.exists() and not overwrite:
         raise SrmilError("already exists; pass --overwrite to replace it", page)
-    tables = _fold_tables(run)
+    tables = rd.predictions()
     if not tables:
         raise SrmilError("no fold has predictions.csv yet: nothing to report", run)
     tests = {k: t[t["split"] == "test"].reset_index(drop=True) for k, t in tables.items()}
@@ -176,9 +167,8 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     sections: list[str] = []
 
     # summary and per-fold metrics
-    summary_json = run / "summary.json"
-    if summary_json.exists():
-        s = json.loads(summary_json.read_text())
+    s = rd.summary()
+    if s is not None:
         rows = [{"metric": m, "mean": e.get("mean", np.nan), "std": e.get("std", np.nan),
                  "95% CI": ("–" if not e.get("ci95") or np.isnan(e["ci95"][0])
                             else f"[{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]")}
@@ -189,8 +179,9 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     else:
         sections.append('<h2>Summary</h2><p class="note">No summary.json: the run is not '
                         "finished; the figures below use the folds that have predictions.</p>")
-    if (run / "summary.csv").exists():
-        sections.append("<h2>Per-fold metrics</h2>" + _table(pd.read_csv(run / "summary.csv")))
+    per_fold = rd.summary_table()
+    if per_fold is not None:
+        sections.append("<h2>Per-fold metrics</h2>" + _table(per_fold))
 
     # class map
     counts = pd.concat(tests.values())["label"].value_counts() if tests else pd.Series()
@@ -218,14 +209,9 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                         + "".join(f"<figure>{_img(p, a)}</figure>" for p, a in imgs[:2])
                         + "</div><h2>Confusion matrix (test, pooled)</h2>"
                         + _img(cm, "confusion matrix"))
-    histories = {k: pd.read_csv(run / f"fold_{k}" / "history.csv")
-                 for k in tables if (run / f"fold_{k}" / "history.csv").exists()}
+    histories = {k: h for k in tables if (h := rd.history(k)) is not None}
     if histories:
-        best = {}
-        for k in histories:
-            mj = run / f"fold_{k}" / "metrics.json"
-            if mj.exists():
-                best[k] = int(json.loads(mj.read_text())["best_epoch"])
+        best = {k: int(m["best_epoch"]) for k in histories if (m := rd.metrics(k)) is not None}
         hist = history_figure(histories, figs / "training.png", best)
         sections.append("<h2>Training curves</h2><p>Loss parts per epoch (mean over the "
                         "training bags), validation loss and metrics.</p>"
@@ -235,7 +221,7 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     if gallery > 0:
         most, least = confidence_ranking(tests, classes, gallery)
         bag_dir = Path(bags) if bags is not None else (
-            Path(info["data"]["features"]) if info["data"].get("features") else None)
+            Path(rd.data()["features"]) if rd.data().get("features") else None)
         sections.append("<h2>Heatmaps: most and least confident test slides</h2><p>Per-patch "
                         "scores of the fold model whose test split held the slide, colour = "
                         "rank percentile within the slide.</p>"

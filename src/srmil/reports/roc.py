@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from srmil.reports.figures import save_figure
+from srmil.reports.figures import save_figure, subplots
 
 
 def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike,
@@ -20,14 +20,10 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.
             C > 2: the micro-average of the one-vs-rest curves.
         path: PNG to write (atomically; replaced if present).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.metrics import auc, roc_curve
     from sklearn.preprocessing import label_binarize
 
-    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
+    fig, ax = subplots(figsize=(5.5, 5), dpi=120)
     for name, (y, p) in curves.items():
         c = p.shape[1]
         if c == 2:

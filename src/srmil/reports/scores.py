@@ -17,14 +17,13 @@ dtfd          ``attention``   per-patch weight in the tier-2 embedding (sum to 1
 patchgcn      ``attention``   the gated attention-pooling weights after the GCN (sum to 1)
 transmil      ``attention``   class-token attention of the last layer (sum to 1)
 mean, max     ``grad_x_input`` no attention: gradient × input (below)
-any other     detected        ``attention`` when ``model.attention(bag)`` returns scores,
-                              else ``grad_x_input``
+any other     declared        the class's ``score_kind``
 ============  ==============  ===============================================================
 
-The kind is detected, not declared on the model classes: a model whose ``attention()`` returns
-``None`` (the :class:`~srmil.models.base.MILModel` default) gets the gradient score, so a new
-model needs no edit here. :data:`DECLARED_KINDS` lists what the built-in models give; the tests
-(``tests/reports/test_scores.py``) check every registered model against it.
+The kind is the model class's ``score_kind`` attribute (:class:`~srmil.models.base.MILModel`),
+so a new model declares it where it is defined and needs no edit here. Logits and attention
+come from one forward pass (:meth:`~srmil.models.base.MILModel.forward_scores`) where the model
+supports it; the gradient score needs its own pass with gradients.
 
 Gradient × input (Simonyan et al. 2014; Shrikumar et al. 2016): for the logit :math:`f_c` of the
 target class (default: the predicted class),
@@ -49,14 +48,6 @@ from srmil.models.base import MILModel
 ATTENTION = "attention"
 GRADIENT = "grad_x_input"
 METHODS = ("auto", ATTENTION, "gradient")
-
-# What the built-in models are expected to give with method="auto" (checked, see module doc).
-DECLARED_KINDS: dict[str, str] = {
-    "srmil": ATTENTION, "abmil": ATTENTION, "abmil_gated": ATTENTION, "clam_sb": ATTENTION,
-    "dsmil": ATTENTION, "dtfd": ATTENTION, "patchgcn": ATTENTION, "transmil": ATTENTION,
-    "mean": GRADIENT, "max": GRADIENT,
-}
-
 
 @dataclass
 class PatchScores:
@@ -94,6 +85,29 @@ def gradient_scores(model: MILModel, bag: GraphBag, target: int | None = None
     return s.detach().double().cpu().numpy(), c
 
 
+def _kind(model: MILModel, method: str) -> str:
+    """The score kind ``method`` gives for ``model``; refuses attention where it has none."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if model.score_kind not in (ATTENTION, GRADIENT):
+        raise ValueError(f"{type(model).__name__}.score_kind must be {ATTENTION!r} or "
+                         f"{GRADIENT!r}, got {model.score_kind!r}")
+    if method == "gradient":
+        return GRADIENT
+    if method == ATTENTION and model.score_kind != ATTENTION:
+        from srmil.errors import SrmilError
+
+        raise SrmilError(f"model {type(model).__name__} has no attention; use the gradient score")
+    return model.score_kind
+
+
+def _attention_array(model: MILModel, att: torch.Tensor | None) -> np.ndarray:
+    if att is None:  # a bug in the model class, not bad input
+        raise RuntimeError(f"{type(model).__name__} declares score_kind 'attention' but gives "
+                           "no attention scores")
+    return att.detach().double().cpu().numpy().reshape(-1)  # (N,)
+
+
 def patch_scores(model: MILModel, bag: GraphBag, method: str = "auto",
                  target: int | None = None) -> PatchScores:
     """Per-patch scores of one bag (see the module doc for what each model gives).
@@ -101,26 +115,19 @@ def patch_scores(model: MILModel, bag: GraphBag, method: str = "auto",
     Args:
         model: the model; put in eval mode here.
         bag: the slide's bag (with its graph when the model uses one).
-        method: ``auto`` (attention when the model has it, else gradient), ``attention``
-            (error for a model without attention) or ``gradient``.
+        method: ``auto`` (the model's ``score_kind``), ``attention`` (error for a model
+            without attention) or ``gradient``.
         target: class for the gradient score (default: the predicted class).
 
     Returns:
         :class:`PatchScores` with (N,) scores.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    kind = _kind(model, method)
     model.eval()
-    if method != "gradient":
+    if kind == ATTENTION:
         with torch.inference_mode():
             att = model.attention(bag)
-        if att is not None:
-            return PatchScores(att.detach().double().cpu().numpy().reshape(-1), ATTENTION)
-        if method == ATTENTION:
-            from srmil.errors import SrmilError
-
-            raise SrmilError(f"model {type(model).__name__} has no "
-                             "attention; use the gradient score")
+        return PatchScores(_attention_array(model, att), ATTENTION)
     s, c = gradient_scores(model, bag, target)
     return PatchScores(s, GRADIENT, c)
 
@@ -131,25 +138,32 @@ def ensemble_scores(models: list[MILModel], bag: GraphBag, method: str = "auto"
 
     With several models (slides outside every fold's test set), probabilities are averaged
     and the scores are the mean of the models' scores; the gradient of each model is taken
-    for the ensemble's predicted class so the scores agree on what they explain.
+    for the ensemble's predicted class so the scores agree on what they explain. Attention
+    models give logits and attention from one forward pass each.
 
     Returns:
         (scores, probabilities (C,) float64).
     """
-    probs = []
-    with torch.inference_mode():
-        for m in models:
-            m.eval()
-            probs.append(m(bag).float().softmax(-1).double().cpu().numpy())
-    p = np.mean(probs, axis=0)  # (C,)
-    target = int(p.argmax())
-    parts = [patch_scores(m, bag, method, target) for m in models]
-    kinds = {s.kind for s in parts}
+    kinds = {_kind(m, method) for m in models}
     if len(kinds) != 1:
         raise RuntimeError(f"fold models disagree on the score kind: {sorted(kinds)}")
     kind = kinds.pop()
-    mean = np.mean([s.scores for s in parts], axis=0)  # (N,)
-    return PatchScores(mean, kind, target if kind == GRADIENT else None), p
+    probs, atts = [], []
+    with torch.inference_mode():
+        for m in models:
+            m.eval()
+            if kind == ATTENTION:
+                logits, att = m.forward_scores(bag)  # (C,), (N,)
+                atts.append(_attention_array(m, att))
+            else:
+                logits = m(bag)  # (C,)
+            probs.append(logits.float().softmax(-1).double().cpu().numpy())
+    p = np.mean(probs, axis=0)  # (C,)
+    target = int(p.argmax())
+    if kind == ATTENTION:
+        return PatchScores(np.mean(atts, axis=0), ATTENTION), p
+    parts = [gradient_scores(m, bag, target)[0] for m in models]
+    return PatchScores(np.mean(parts, axis=0), GRADIENT, target), p
 
 
 def rank_percentile(scores: np.ndarray) -> np.ndarray:

@@ -22,8 +22,10 @@ line; what was already written for it and for other slides stays.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,100 +34,24 @@ import numpy as np
 import pandas as pd
 
 from srmil.bags.bag import FeatureBag
-from srmil.bags.readers import find_bags, read_bag
+from srmil.bags.readers import find_bags
 from srmil.config import HeatmapConfig
-from srmil.errors import BagError, SrmilError
+from srmil.errors import SrmilError
 from srmil.reports.heatmaps import render_crops, render_heatmap, render_overlay
 from srmil.reports.patch_outputs import (
     check_fits_slide,
     scores_table,
     top_bottom,
     write_geojson,
-    write_png,
 )
-from srmil.reports.scores import PatchScores, ensemble_scores, rank_percentile
+from srmil.reports.run_scorer import RunScorer, SlideScores, test_folds  # noqa: F401
+from srmil.reports.scores import PatchScores, rank_percentile
 from srmil.slides.patching import read_patch
-from srmil.storage import write_csv, write_json
+from srmil.storage import write_csv, write_image, write_json
 
 DONE_FILE = "heatmap.json"
 
-
-def test_folds(run_dir: str | os.PathLike) -> dict[str, int]:
-    """slide_id → the fold whose test split holds it (from the run's ``splits.csv``)."""
-    path = Path(run_dir) / "splits.csv"
-    if not path.exists():
-        return {}
-    s = pd.read_csv(path, dtype={"slide_id": str})
-    t = s[s["split"] == "test"]
-    return dict(zip(t["slide_id"], t["fold"].astype(int), strict=True))
-
-
-@dataclass
-class SlideScores:
-    """One slide scored: the bag, its scores and the prediction that came with them."""
-
-    bag: FeatureBag
-    scores: PatchScores
-    probs: np.ndarray
-    folds: list[int]
-    rule: str
-
-
-class RunScorer:
-    """The selected fold models of a run, ready to score bags.
-
-    Args:
-        run_dir: the run directory.
-        fold: use this fold's model for every slide (default: the slide's test fold).
-        method: ``auto`` | ``attention`` | ``gradient`` (:func:`srmil.reports.scores.patch_scores`).
-    """
-
-    def __init__(self, run_dir: str | os.PathLike, fold: int | None = None,
-                 method: str = "auto") -> None:
-        from srmil.training.inference import graph_config, load_run_models
-
-        self.run_dir = Path(run_dir)
-        self.run, models = load_run_models(run_dir, fold)
-        self.classes: list[str] = self.run["classes"]
-        self.models = dict(models)
-        self.graph = graph_config(self.run)
-        self.fixed = fold
-        self.method = method
-        self.test_fold = test_folds(run_dir)
-        self.model_name = self.run["config"]["model"]
-
-    def folds_for(self, slide_id: str) -> tuple[list[int], str]:
-        """The fold models that score ``slide_id`` and why."""
-        if self.fixed is not None:
-            return [self.fixed], f"fold {self.fixed} (chosen)"
-        k = self.test_fold.get(slide_id)
-        if k is not None and k in self.models:
-            return [k], f"fold {k} (its test split held the slide)"
-        if k is not None:  # every other fold's model trained on this slide
-            raise SrmilError(f"slide {slide_id}: its test fold {k} is not finished; the other "
-                             "folds' models trained on it; finish the run (--resume) or choose "
-                             "--fold")
-        ks = sorted(self.models)
-        if len(ks) == 1:
-            return ks, f"fold {ks[0]} (the run's only model; slide in no test split)"
-        return ks, f"mean over folds {','.join(map(str, ks))} (slide in no test split)"
-
-    def score(self, bag_path: Path, slide_id: str | None = None) -> SlideScores:
-        """Read a bag and score its patches."""
-        from srmil.training.data import model_bag
-
-        bag = read_bag(bag_path)
-        sid = slide_id or bag.slide_id
-        if bag.coords is None:
-            raise BagError("no coordinates: a heatmap needs the patch positions", bag_path)
-        folds, rule = self.folds_for(sid)
-        nets = [self.models[k] for k in folds]
-        gb = model_bag(bag, self.graph, nets[0].in_dim, nets[0].uses_graph, slide_id=sid)
-        scores, probs = ensemble_scores(nets, gb, self.method)
-        if len(scores.scores) != bag.n_patches:
-            raise SrmilError(f"the model gave {len(scores.scores)} scores for "
-                             f"{bag.n_patches} patches", bag_path)
-        return SlideScores(bag, scores, probs, folds, rule)
+log = logging.getLogger(__name__)
 
 
 def _step(bag: FeatureBag) -> float:
@@ -272,7 +198,7 @@ def _draw_on_slide(slide: Any, out_dir: Path, slide_path: Path, bag: FeatureBag,
             xy = (int(round(row["x"] * scale)), int(round(row["y"] * scale)))
             img = read_patch(slide, xy, int(round(size_px)), cfg.crop_px)  # (c, c, 3)
             name = f"crops/{row['group']}_{int(row['rank']):02d}.png"
-            write_png(out_dir / name, img, overwrite)
+            write_image(out_dir / name, img, overwrite)
             tb.loc[i, "crop"] = name
             crops[row["group"]].append(img)
             vals[row["group"]].append(f"{row['score']:.3g} at ({row['x']:g}, {row['y']:g})")
@@ -289,19 +215,20 @@ def _draw_on_slide(slide: Any, out_dir: Path, slide_path: Path, bag: FeatureBag,
     return files
 
 
-def _find_slides(slides_dir: Path | None) -> dict[str, Path]:
-    if slides_dir is None:
+def _find_slides(slides: str | os.PathLike | Mapping[str, Path] | None) -> dict[str, Path]:
+    if slides is None:
         return {}
-    from srmil.slides.readers import find_slides
+    if isinstance(slides, Mapping):
+        return {str(k): Path(v) for k, v in slides.items()}
+    from srmil.slides.job import resolve_slides
 
-    if not Path(slides_dir).is_dir():
-        raise SrmilError("not a directory of slides", slides_dir)
-    return find_slides(Path(slides_dir))
+    return resolve_slides(slides)[0]
 
 
 def heatmap_run(
     run_dir: str | os.PathLike, bags: str | os.PathLike, out: str | os.PathLike,
-    slides_dir: str | os.PathLike | None = None, slide_ids: list[str] | None = None,
+    slides_dir: str | os.PathLike | Mapping[str, Path] | None = None,
+    slide_ids: list[str] | None = None,
     fold: int | None = None, cfg: HeatmapConfig = HeatmapConfig(), overwrite: bool = False,
     progress: bool = True, scorer: RunScorer | None = None,
     mpp: dict[str, float] | None = None,
@@ -311,8 +238,10 @@ def heatmap_run(
     A slide whose ``heatmap.json`` exists is skipped unless ``overwrite``, provided it was made
     by the same run (its ``config.json`` and fold weights unchanged) with the same settings;
     one made otherwise is refused (failed, one line), never silently kept or replaced. Failures
-    are collected, printed as one line each on stderr, and the other slides go on. ``mpp``:
-    {slide_id: µm/px} for slides whose files lack a pixel size (needed for µm coordinates).
+    are collected, logged as one line each, and the other slides go on. ``slides_dir``: a
+    directory of slide files, a slide list (as ``srmil extract --slides``) or {slide_id: path}.
+    ``mpp``: {slide_id: µm/px} for slides whose files lack a pixel size (needed for µm
+    coordinates).
 
     Returns:
         One :class:`SlideResult` per slide; ``OUT/index.csv`` lists every finished slide in
@@ -330,12 +259,13 @@ def heatmap_run(
             raise SrmilError(f"no bag for slide(s) {', '.join(missing[:5])}"
                              + (" …" if len(missing) > 5 else ""), bags)
         found = {s: found[s] for s in slide_ids}
-    slides = _find_slides(Path(slides_dir) if slides_dir is not None else None)
+    slides = _find_slides(slides_dir)
     scorer = scorer or RunScorer(run_dir, fold, cfg.method)
     made_by = provenance(run_dir, fold, cfg)
     results = []
     for sid, path in tqdm(found.items(), desc="heatmap", unit="slide", leave=False,
-                          disable=None if progress else True, file=sys.stderr):
+                          disable=None if progress and log.isEnabledFor(logging.INFO) else True,
+                          file=sys.stderr):
         d = out / sid
         if (d / DONE_FILE).exists() and not overwrite:
             other = _made_by(d / DONE_FILE)
@@ -345,20 +275,20 @@ def heatmap_run(
             err = str(SrmilError("done by another run or with other settings "
                                  f"({_difference(other, made_by)}); use another --out, or "
                                  "--overwrite to replace it", d / DONE_FILE))
-            print(f"srmil heatmap: error: {err}", file=sys.stderr)
+            log.error("%s", err)
             results.append(SlideResult(sid, "failed", error=err))
             continue
         (d / DONE_FILE).unlink(missing_ok=True)  # --overwrite: the slide is unfinished again
         if slides_dir is not None and sid not in slides:
-            print(f"srmil heatmap: note: no slide file for {sid} in {slides_dir}: bag-only "
-                  "outputs (no overlay, no crops)", file=sys.stderr)
+            log.warning("no slide file for %s in %s: bag-only outputs (no overlay, no crops)",
+                        sid, slides_dir if not isinstance(slides_dir, Mapping) else "--slides")
         try:
             scored = scorer.score(path, sid)
             info = heatmap_slide(d, scored, scorer.classes, cfg, slides.get(sid),
                                  scorer.model_name, (mpp or {}).get(sid), made_by)
             results.append(SlideResult(sid, "done", info))
         except SrmilError as exc:
-            print(f"srmil heatmap: error: {exc}", file=sys.stderr)
+            log.error("%s", exc)
             results.append(SlideResult(sid, "failed", error=str(exc)))
     write_index(out, results, overwrite=True)
     return results
@@ -371,9 +301,14 @@ def provenance(run_dir: str | os.PathLike, fold: int | None,
     import dataclasses
     import hashlib
 
-    run = Path(run_dir).resolve()
-    config = run / "config.json"
-    weights = sorted(run.glob("fold_*/best.safetensors")) or sorted(run.glob("best.safetensors"))
+    from srmil.training.rundir import RunDir
+
+    rd = RunDir(Path(run_dir).resolve())
+    run, config = rd.path, rd.config_path
+    weights = sorted(rd.fold_dir(k) / rd.BEST for k in rd.folds()
+                     if (rd.fold_dir(k) / rd.BEST).exists())
+    if not weights and (run / rd.BEST).exists():
+        weights = [run / rd.BEST]
     return {
         "run": str(run),
         "config_sha1": hashlib.sha1(config.read_bytes()).hexdigest() if config.exists() else "",

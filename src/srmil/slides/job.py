@@ -215,3 +215,42 @@ def ensure_writable(directory: str | os.PathLike) -> Path:
         why = exc.strerror or type(exc).__name__
         raise SrmilError(f"output directory is not writable: {why}", d) from None
     return d
+
+
+def resolve_slides(source: str | os.PathLike, mpp_csv: str | os.PathLike | None = None
+                   ) -> tuple[dict[str, Path], dict[str, float]]:
+    """The slides of a job: a directory of slide files, or a slide list.
+
+    Args:
+        source: a directory (every slide file in it), a text file with one path per line, or
+            a CSV with a ``path`` (or ``wsi``) column and an optional ``mpp`` column.
+        mpp_csv: ``slide_id,mpp`` overrides of the pixel size (µm/px), applied last.
+
+    Returns:
+        ({slide_id: path}, {slide_id: mpp override}).
+
+    Raises:
+        SrmilError: no such directory or list, or it names no slide.
+    """
+    from srmil.slides.readers import (
+        SLIDE_EXTENSIONS,
+        find_slides,
+        read_mpp_overrides,
+        read_slide_list,
+    )
+
+    src = Path(source)
+    mpp: dict[str, float] = {}
+    if src.is_dir():
+        slides = find_slides(src)
+        if not slides:
+            raise SrmilError(f"no slide files ({' '.join(SLIDE_EXTENSIONS)})", src)
+    elif src.is_file():
+        slides, mpp = read_slide_list(src)
+        if not slides:
+            raise SrmilError("the slide list names no slide", src)
+    else:
+        raise SrmilError("no such slide directory or slide list", src)
+    if mpp_csv:
+        mpp.update(read_mpp_overrides(mpp_csv))
+    return slides, mpp

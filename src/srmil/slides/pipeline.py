@@ -19,7 +19,6 @@ slide: its row says ``failed`` with one line. The features stage is given by the
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -28,19 +27,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from srmil.config import PatchConfig, TissueConfig
 from srmil.errors import SrmilError, first_line
 from srmil.slides.job import Claim, StatusRow, StatusTable, ensure_writable
+from srmil.slides.outputs import (  # noqa: F401  (re-exported: one layout owner)
+    JobLayout,
+    _sha1,
+    check_features,
+    check_geojson,
+    check_patches,
+)
 from srmil.slides.patching import (
-    TRIDENT_COORDS_ATTRS,
-    PatchGrid,
     patch_grid,
-    read_patches,
     select_patches,
-    trident_dir,
     write_patches,
 )
 from srmil.slides.readers import Slide, open_slide
@@ -50,7 +51,7 @@ from srmil.slides.tissue import (
     read_geojson,
     segment_tissue,
 )
-from srmil.storage import atomic_path, write_json
+from srmil.storage import write_image, write_json
 
 STAGES = ("segment", "patch", "features")
 
@@ -71,148 +72,8 @@ class FeaturesStage:
     weights_sha256: str | None = None
 
 
-@dataclass(frozen=True)
-class JobLayout:
-    """Paths of a job directory (TRIDENT's names)."""
-
-    root: Path
-    patch: PatchConfig = PatchConfig()
-
-    @property
-    def mag_dir(self) -> Path:
-        p = self.patch
-        return self.root / trident_dir(p.magnification, p.patch_size, p.overlap)
-
-    def geojson(self, sid: str) -> Path:
-        return self.root / "contours_geojson" / f"{sid}.geojson"
-
-    def thumbnail(self, sid: str) -> Path:
-        return self.root / "thumbnails" / f"{sid}.jpg"
-
-    def contours(self, sid: str) -> Path:
-        return self.root / "contours" / f"{sid}.jpg"
-
-    def patches(self, sid: str) -> Path:
-        return self.mag_dir / "patches" / f"{sid}_patches.h5"
-
-    def visualization(self, sid: str) -> Path:
-        return self.mag_dir / "visualization" / f"{sid}.jpg"
-
-    def features(self, sid: str, encoder: str) -> Path:
-        return self.mag_dir / f"features_{encoder}" / f"{sid}.h5"
-
-    def status(self, stage: str, encoder: str | None = None) -> Path:
-        if stage == "segment":
-            return self.root / "status_segment.csv"
-        if stage == "patch":
-            return self.mag_dir / "status_patch.csv"
-        return self.mag_dir / f"status_features_{encoder}.csv"
-
-
-def _save_jpeg(path: Path, rgb: np.ndarray) -> None:
-    from PIL import Image
-
-    with atomic_path(path, overwrite=True) as tmp:
-        Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format="JPEG", quality=90)
-
-
-def _sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
-def check_geojson(path: Path) -> str | None:
-    """None when ``path`` is a readable GeoJSON with at least one polygon, else why not."""
-    if not path.is_file():
-        return "missing"
-    try:
-        n = len(read_geojson(path))
-    except SrmilError as exc:
-        return exc.problem
-    return None if n else "no polygon"
-
-
-def check_patches(path: Path, cfg: PatchConfig, contours_sha1: str | None = None,
-                  grid: PatchGrid | None = None) -> str | None:
-    """None when ``path`` is a complete patch file for ``cfg`` and these contours, else why.
-
-    With ``grid`` (``patch_grid`` of the slide as opened now), the file's scan magnification and
-    level-0 patch size must be the grid's: an mpp override that changes them makes it stale.
-    """
-    if not path.is_file():
-        return "missing"
-    try:
-        coords, attrs = read_patches(path)
-    except SrmilError as exc:
-        return exc.problem
-    missing = [k for k in TRIDENT_COORDS_ATTRS if k not in attrs]
-    if missing:
-        return f"attrs missing: {', '.join(missing)}"
-    want = {"patch_size": cfg.patch_size, "target_magnification": cfg.magnification,
-            "overlap": cfg.overlap}
-    for k, v in want.items():
-        if attrs[k] != v:
-            return f"made with {k}={attrs[k]}, not {v}"
-    if grid is not None:
-        for k in ("level0_magnification", "patch_size_level0"):
-            if attrs[k] != getattr(grid, k):
-                return f"made with {k}={attrs[k]}, the slide now gives {getattr(grid, k)}"
-    if "min_tissue" in attrs and abs(float(attrs["min_tissue"]) - cfg.min_tissue) > 1e-9:
-        return f"made with min_tissue={attrs['min_tissue']}, not {cfg.min_tissue}"
-    if contours_sha1 and attrs.get("contours_sha1") not in (None, "None", contours_sha1):
-        return "made from other tissue contours"
-    return None
-
-
-_PRECISION_DTYPES = {"fp32": np.dtype(np.float32), "fp16": np.dtype(np.float16)}
-
-
-def _attr_text(v: Any) -> Any:
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
-
-
-def check_features(path: Path, patches: Path, encoder: str | None = None,
-                   precision: str | None = None,
-                   weights_sha256: str | None = None) -> str | None:
-    """None when ``path`` holds features for exactly the coordinates of ``patches``, made as
-    asked, else why not.
-
-    ``encoder`` is compared with the ``encoder`` attr of ``features`` when the file has one.
-    ``precision`` (storage dtype) and ``weights_sha256`` are compared only on files srmil wrote
-    (they have a ``weights_sha256`` attr): a TRIDENT-made file is kept as it is. ``None``: not
-    compared.
-    """
-    if not path.is_file():
-        return "missing"
-    try:
-        with h5py.File(path, "r") as h5:
-            if "features" not in h5 or "coords" not in h5:
-                return "no 'features' or 'coords' dataset"
-            fshape, fdtype = h5["features"].shape, h5["features"].dtype
-            fattrs = {k: _attr_text(v) for k, v in h5["features"].attrs.items()}
-            coords = h5["coords"][()]
-            ps0 = h5["coords"].attrs.get("patch_size_level0")
-    except OSError as exc:
-        return f"cannot read as HDF5 (truncated or corrupt): {first_line(str(exc))}"
-    if len(fshape) != 2 or fshape[0] != len(coords):
-        return f"'features' has shape {fshape} for {len(coords)} coords"
-    if encoder is not None and fattrs.get("encoder", encoder) != encoder:
-        return f"made with encoder {fattrs['encoder']!r}, not {encoder!r}"
-    if "weights_sha256" in fattrs:  # srmil's own file
-        want_dtype = _PRECISION_DTYPES.get(precision or "")
-        if want_dtype is not None and fdtype != want_dtype:
-            return f"stored as {fdtype}, not {precision}"
-        if weights_sha256 is not None and fattrs["weights_sha256"] != weights_sha256:
-            return "made with another weights file"
-    try:
-        want, pattrs = read_patches(patches)
-    except SrmilError:
-        return None  # no patch file to compare with: trust the features file
-    if coords.shape != want.shape or not np.array_equal(coords, want):
-        return "made from other patch coordinates"
-    want_ps0 = pattrs.get("patch_size_level0")
-    if ps0 is not None and want_ps0 is not None and int(ps0) != int(want_ps0):
-        return f"made from patches of level-0 size {int(ps0)}, not {int(want_ps0)}"
-    return None
+def _redo(why: str | None) -> str:
+    return "" if why == "missing" else f" (replaced: {why})"
 
 
 class Pipeline:
@@ -245,6 +106,24 @@ class Pipeline:
 
     # -- stages: each returns (status, reason); status "busy" = claimed elsewhere --------------
 
+    def _stage(self, out: Path, check: Callable[[], str | None], exists: str,
+               make: Callable[[str | None], str]) -> tuple[str, str]:
+        """The protocol every stage follows for its output ``out``.
+
+        Check (``None``: valid) → skip a valid output unless ``overwrite`` → claim it (busy if
+        another process holds it) → check again (that process may just have finished it) →
+        ``make(why)`` writes it and says what was done (``why``: why the old one was not kept).
+        """
+        if check() is None and not self.overwrite:
+            return "skipped", exists
+        with Claim(out) as claim:
+            if not claim.held:
+                return "busy", f"claimed by {claim.holder() or 'another process'}"
+            why = check()
+            if why is None and not self.overwrite:
+                return "skipped", exists
+            return "done", make(why)
+
     def _user_geojson(self, sid: str) -> Path | None:
         if self.geojson_dir is None:
             return None
@@ -259,22 +138,20 @@ class Pipeline:
                 raise SrmilError(f"user contours unusable: {why}", user)
             return "skipped", f"user contours {user}"
         out = self.layout.geojson(sid)
-        if not self.overwrite and check_geojson(out) is None:
-            return "skipped", "contours exist"
-        with Claim(out) as claim:
-            if not claim.held:
-                return "busy", f"claimed by {claim.holder() or 'another process'}"
-            if not self.overwrite and check_geojson(out) is None:
-                return "skipped", "contours exist"
+
+        def make(why: str | None) -> str:
             s = slide()
             tissue = segment_tissue(s, self.tissue)
             thumb, tds = s.thumbnail(self.tissue.thumbnail_side)
-            _save_jpeg(self.layout.thumbnail(sid), thumb)
-            _save_jpeg(self.layout.contours(sid), draw_contours(thumb, tissue.polygons, tds))
+            write_image(self.layout.thumbnail(sid), thumb, overwrite=True)
+            write_image(self.layout.contours(sid), draw_contours(thumb, tissue.polygons, tds),
+                        overwrite=True)
             if not tissue.polygons:
                 raise SrmilError("no tissue found (blank slide, or thresholds too strict)", s.path)
             write_json(out, polygons_to_geojson(tissue.polygons), overwrite=True)
-        return "done", f"{len(tissue.polygons)} tissue polygons, {tissue.fraction:.0%} of the slide"
+            return f"{len(tissue.polygons)} tissue polygons, {tissue.fraction:.0%} of the slide"
+
+        return self._stage(out, lambda: check_geojson(out), "contours exist", make)
 
     def _contours_for(self, sid: str) -> Path:
         return self._user_geojson(sid) or self.layout.geojson(sid)
@@ -287,28 +164,23 @@ class Pipeline:
         sha = _sha1(contours)
         out = self.layout.patches(sid)
         grid = patch_grid(slide(), self.patch)  # the slide as opened now (mpp override, …)
-        why = check_patches(out, self.patch, sha, grid)
-        if why is None and not self.overwrite:
-            return "skipped", "patches exist"
-        with Claim(out) as claim:
-            if not claim.held:
-                return "busy", f"claimed by {claim.holder() or 'another process'}"
-            why = check_patches(out, self.patch, sha, grid)
-            if why is None and not self.overwrite:
-                return "skipped", "patches exist"
+
+        def make(why: str | None) -> str:
             polygons = read_geojson(contours)
             if not polygons:
                 raise SrmilError("no tissue polygon in the contours", contours)
             s = slide()
-            coords, _, grid = select_patches(s, polygons, self.patch)
-            write_patches(out, coords, grid, sid, self.layout.mag_dir,
+            coords, _, got = select_patches(s, polygons, self.patch)
+            write_patches(out, coords, got, sid, self.layout.mag_dir,
                           {"min_tissue": self.patch.min_tissue, "contours_sha1": sha},
                           overwrite=True)
             thumb, tds = s.thumbnail(self.tissue.thumbnail_side)
-            _save_jpeg(self.layout.visualization(sid),
-                       draw_patches(thumb, coords, grid.patch_size_level0, tds))
-        redo = "" if why == "missing" else f" (replaced: {why})"
-        return "done", f"{len(coords)} patches, step {grid.step} px at level 0{redo}"
+            write_image(self.layout.visualization(sid),
+                        draw_patches(thumb, coords, got.patch_size_level0, tds), overwrite=True)
+            return f"{len(coords)} patches, step {got.step} px at level 0{_redo(why)}"
+
+        return self._stage(out, lambda: check_patches(out, self.patch, sha, grid),
+                           "patches exist", make)
 
     def _features(self, sid: str, slide: Callable[[], Slide],
                   feats: FeaturesStage) -> tuple[str, str]:
@@ -321,21 +193,14 @@ class Pipeline:
             return check_features(out, patches, feats.encoder, feats.precision,
                                   feats.weights_sha256)
 
-        why = check()
-        if why is None and not self.overwrite:
-            return "skipped", "features exist"
-        with Claim(out) as claim:
-            if not claim.held:
-                return "busy", f"claimed by {claim.holder() or 'another process'}"
-            why = check()
-            if why is None and not self.overwrite:
-                return "skipped", "features exist"
+        def make(why: str | None) -> str:
             if why is not None:  # stale or truncated: never kept, even if the redo fails
                 out.unlink(missing_ok=True)
             # a valid file (--overwrite) is replaced by the atomic rename, only on success
             n = feats.fn(slide(), patches, out, True)
-        redo = "" if why == "missing" else f" (replaced: {why})"
-        return "done", f"{n} patches{redo}"
+            return f"{n} patches{_redo(why)}"
+
+        return self._stage(out, check, "features exist", make)
 
     # -- the loop ------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from srmil.errors import SrmilError, first_line
+from srmil.errors import SrmilError, exc_line
 from srmil.registry import Registry
 
 # File suffixes OpenSlide reads (lower case). DICOM slides (a folder of .dcm files) are not listed.
@@ -162,7 +162,7 @@ class OpenSlideSlide(Slide):
             raise SrmilError("not a slide OpenSlide can read (unsupported format, or truncated)",
                              self.path) from None
         except (openslide.OpenSlideError, OSError) as exc:
-            why = first_line(str(exc)) or type(exc).__name__
+            why = exc_line(exc)
             raise SrmilError(f"cannot open slide: {why}", self.path) from None
         try:
             osr = self._osr
@@ -220,7 +220,7 @@ class OpenSlideSlide(Slide):
             img = self._osr.read_region((int(xy[0]), int(xy[1])), int(level),
                                         (int(size[0]), int(size[1])))
         except Exception as exc:  # openslide.OpenSlideError, or a closed/broken handle
-            why = first_line(str(exc)) or type(exc).__name__
+            why = exc_line(exc)
             raise SrmilError(f"cannot read slide pixels: {why}", self.path) from None
         return _rgba_to_rgb(np.asarray(img))  # (h, w, 3)
 
@@ -263,7 +263,7 @@ class OpenSlideSlide(Slide):
                     out.paste(tile.resize((tx1 - tx, ty1 - ty), Image.Resampling.BOX, box=box),
                               (tx, ty))
         except Exception as exc:
-            why = first_line(str(exc)) or type(exc).__name__
+            why = exc_line(exc)
             raise SrmilError(f"cannot read slide pixels: {why}", self.path) from None
         return np.asarray(out), w / tw
 

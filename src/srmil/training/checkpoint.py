@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,18 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from srmil.errors import SrmilError, exc_line
-from srmil.storage import atomic_path
+from srmil.storage import atomic_path, write_failure
 
 
 def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor],
                  meta: dict[str, Any]) -> None:
     """Atomically write a state dict and ``meta`` (JSON-encoded values) as safetensors."""
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    with atomic_path(path, overwrite=True) as tmp:
-        save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
+    try:
+        with atomic_path(path, overwrite=True) as tmp:
+            save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
+    except SafetensorError as exc:  # its writer wraps the OS error (disk full, I/O error)
+        raise write_failure(path, exc) from None
 
 
 def read_weights_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -55,9 +59,17 @@ def load_weights(path: str | os.PathLike, model: torch.nn.Module) -> dict[str, A
 
 
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Atomically ``torch.save`` a dict of tensors and plain types."""
-    with atomic_path(path, overwrite=True) as tmp:
-        torch.save(state, tmp)
+    """Atomically ``torch.save`` a dict of tensors and plain types.
+
+    Raises:
+        WriteError: the write failed; the previous file at ``path`` is untouched.
+    """
+    try:
+        with atomic_path(path, overwrite=True) as tmp:
+            torch.save(state, tmp)
+    except (RuntimeError, pickle.PicklingError) as exc:
+        # torch's zip writer reports a full disk as RuntimeError ("unexpected pos")
+        raise write_failure(path, exc) from None
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:

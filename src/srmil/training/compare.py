@@ -4,7 +4,9 @@ Layout::
 
     CMP/splits.csv  classes.json  compare.json      the folds every model uses
     CMP/<spec>/                                     one run directory per model spec
-    CMP/comparison.csv  comparison.md  comparison.json  comparison_roc.png
+    CMP/comparison.csv  comparison.md  comparison_roc.png
+
+(owned by :class:`srmil.training.rundir.ComparisonDir`).
 
 A model spec is ``name`` or ``name:key=value[:key=value…]`` with keys of the model's config,
 e.g. ``srmil:w_gen=0`` (no reconstruction) or ``srmil:pooling=gated``; ablations are rows of
@@ -13,9 +15,8 @@ the same table. Each spec resumes model by model and fold by fold.
 
 from __future__ import annotations
 
-import json
+import logging
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,12 @@ from srmil.config import RunConfig, from_dict, parse_value, to_dict
 from srmil.errors import ConfigError, SrmilError
 from srmil.models.base import MODELS
 from srmil.storage import write_csv, write_json, write_text
-from srmil.training.crossval import (
-    SUMMARY_METRICS,
-    check_same_splits,
-    probs_of,
-    run_folds,
-    test_predictions,
-)
+from srmil.training.crossval import SUMMARY_METRICS, probs_of, run_folds
 from srmil.training.data import require_coords
 from srmil.training.metrics import paired_bootstrap
+from srmil.training.rundir import ComparisonDir
+
+log = logging.getLogger(__name__)
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -78,6 +76,7 @@ def compare(
         The comparison table (one row per spec).
     """
     out = Path(out)
+    cmp = ComparisonDir(out)
     parsed = [parse_spec(s) for s in specs]
     if len(set(map(spec_dir, specs))) != len(specs):
         raise ConfigError("duplicate model specs")
@@ -89,29 +88,29 @@ def compare(
     if graph_models:  # before anything is written
         require_coords(cohort.slides["path"].tolist(), graph_models)
     setup = {"specs": specs, "reference": ref, "base": to_dict(base)}
-    if (out / "compare.json").exists():
-        saved = json.loads((out / "compare.json").read_text())
+    saved = cmp.setup()
+    if saved is not None:
         if not resume:
             raise SrmilError("already holds a comparison; pass --resume to continue it", out)
-        if saved["base"] != setup["base"]:
-            raise ConfigError("--resume with different training settings", out / "compare.json")
-        check_same_splits(out, splits)
+        if saved.get("base") != setup["base"]:
+            raise ConfigError("--resume with different training settings", cmp.setup_path)
+        cmp.check_same_splits(splits)
     elif out.exists() and any(out.iterdir()):
         raise SrmilError("is not empty; choose a new --out (nothing is overwritten)", out)
     else:
-        write_csv(out / "splits.csv", splits)
-        write_json(out / "classes.json", {"classes": cohort.classes})
-    write_json(out / "compare.json", setup, overwrite=True)
+        write_csv(cmp.splits_path, splits)
+        write_json(cmp.classes_path, {"classes": cohort.classes})
+    write_json(cmp.setup_path, setup, overwrite=True)
 
     for spec, (name, overrides) in zip(specs, parsed, strict=True):
-        print(f"== {spec}", file=sys.stderr, flush=True)
+        log.info("== %s", spec)
         cfg = RunConfig(name, overrides, base.train, base.graph, base.split)
-        run_folds(out / spec_dir(spec), cohort, splits, cfg, resume=True)
+        run_folds(cmp.run(spec).path, cohort, splits, cfg, resume=True)
     table = comparison_table(out, specs, ref, len(cohort.classes), base.train.bootstrap,
                              base.train.seed)
-    write_csv(out / "comparison.csv", table, overwrite=True)
-    write_text(out / "comparison.md", format_markdown(table, ref), overwrite=True)
-    write_text(out / "DONE", "finished\n", overwrite=True)
+    write_csv(cmp.table_csv, table, overwrite=True)
+    write_text(cmp.table_md, format_markdown(table, ref), overwrite=True)
+    write_text(cmp.done_path, "finished\n", overwrite=True)
     return table
 
 
@@ -121,11 +120,11 @@ def comparison_table(out: Path, specs: list[str], ref: str, n_classes: int, n_bo
     on the test AUC (Wilcoxon signed-rank over folds; paired bootstrap of the difference)."""
     preds, aucs, rows = {}, {}, []
     for spec in specs:
-        run = out / spec_dir(spec)
-        summary = json.loads((run / "summary.json").read_text())
-        per_fold = pd.read_csv(run / "summary.csv").set_index("fold").sort_index()
+        run = ComparisonDir(out).run(spec)
+        summary = run.summary() or {}
+        per_fold = run.summary_table().set_index("fold").sort_index()
         folds = per_fold.index.tolist()
-        preds[spec] = test_predictions(run, folds)
+        preds[spec] = run.predictions("test", folds)
         aucs[spec] = per_fold["test_auc"]  # full precision, by fold, for the paired test
         row: dict[str, Any] = {"model": spec, "folds": len(folds)}
         for m in SUMMARY_METRICS:

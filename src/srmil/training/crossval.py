@@ -1,10 +1,6 @@
 """A run: config, classes and splits saved, one ``fold_K/`` per fold, then the summary.
 
-Layout (``ARCHITECTURE.md``)::
-
-    RUN/config.json  classes.json  splits.csv
-    RUN/fold_K/{last.pt, best.safetensors, history.csv, predictions.csv, metrics.json, DONE}
-    RUN/summary.csv  summary.json  DONE
+The layout is owned by :class:`srmil.training.rundir.RunDir`.
 
 A finished run is never overwritten; an unfinished one continues only with ``resume``, and
 then with the very config it was started with.
@@ -12,8 +8,7 @@ then with the very config it was started with.
 
 from __future__ import annotations
 
-import json
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +25,9 @@ from srmil.storage import write_csv, write_json, write_text
 from srmil.training.data import BagDataset, bag_headers, first_dim, require_coords
 from srmil.training.loop import fit_fold
 from srmil.training.metrics import bootstrap_ci
+from srmil.training.rundir import RunDir
+
+log = logging.getLogger(__name__)
 
 SUMMARY_METRICS = ("auc", "accuracy", "balanced_accuracy", "f1")
 
@@ -46,19 +44,17 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
 
 def check_same_splits(directory: Path, splits: pd.DataFrame) -> None:
     """Refuse to resume ``directory`` with other folds than its saved ``splits.csv``."""
-    saved = pd.read_csv(directory / "splits.csv", dtype={"slide_id": str, "case_id": str})
-    cols = ["fold", "slide_id", "split"]
-    if not saved[cols].equals(splits[cols].reset_index(drop=True)):
-        raise SrmilError("--resume with different splits than the saved splits.csv", directory)
+    RunDir(directory).check_same_splits(splits)
 
 
 def prepare_run(run_dir: Path, cfg: RunConfig, cohort: Cohort, splits: pd.DataFrame,
                 resume: bool) -> RunConfig:
     """Create the run directory, or check that a resumed one matches; returns the config to
     use (the saved one when resuming)."""
+    run = RunDir(run_dir)
     cfg_dict = {"version": __version__, **to_dict(cfg)}
-    cfg_path = run_dir / "config.json"
-    if (run_dir / "DONE").exists():
+    cfg_path = run.config_path
+    if run.is_done():
         if not resume:
             raise SrmilError("is a finished run; it is never overwritten (choose another --out)",
                              run_dir)
@@ -66,7 +62,7 @@ def prepare_run(run_dir: Path, cfg: RunConfig, cohort: Cohort, splits: pd.DataFr
         if not resume:
             raise SrmilError("already holds a run; pass --resume to continue it or choose "
                              "another --out", run_dir)
-        saved = json.loads(cfg_path.read_text())
+        saved = dict(run.config_dict())
         saved.pop("version", None)
         diff = _first_difference(saved, to_dict(cfg))
         if diff:
@@ -77,11 +73,11 @@ def prepare_run(run_dir: Path, cfg: RunConfig, cohort: Cohort, splits: pd.DataFr
         raise SrmilError("is not empty; choose a new --out (nothing is overwritten)", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(cfg_path, cfg_dict)
-    write_json(run_dir / "classes.json", {"classes": cohort.classes,
-                                          "index": {c: i for i, c in enumerate(cohort.classes)}})
-    write_csv(run_dir / "splits.csv", splits)
-    write_json(run_dir / "data.json", {"labels": str(cohort.labels_path.resolve()),
-                                       "features": str(cohort.features_path.resolve())})
+    write_json(run.classes_path, {"classes": cohort.classes,
+                                  "index": {c: i for i, c in enumerate(cohort.classes)}})
+    write_csv(run.splits_path, splits)
+    write_json(run.data_path, {"labels": str(cohort.labels_path.resolve()),
+                               "features": str(cohort.features_path.resolve())})
     return cfg
 
 
@@ -116,8 +112,9 @@ def run_folds(
     if MODELS.get(cfg.model).uses_graph:
         require_coords(paths, [cfg.model])
     cfg = prepare_run(run_dir, cfg, cohort, splits, resume)
-    if (run_dir / "DONE").exists():
-        return json.loads((run_dir / "summary.json").read_text())
+    run = RunDir(run_dir)
+    if run.is_done():
+        return run.summary() or {}
     model_cls = MODELS.get(cfg.model)
     in_dim = dim if dim is not None else first_dim(paths)  # .pt bags only: read the first
     cache = nbytes <= cfg.train.cache_gb * 2**30
@@ -128,16 +125,16 @@ def run_folds(
     for k in folds:
         f = splits[splits["fold"] == k]
         parts = {p: f.loc[f["split"] == p, "slide_id"].tolist() for p in ("train", "val", "test")}
-        print(f"fold {k}: {len(parts['train'])} train / {len(parts['val'])} val / "
-              f"{len(parts['test'])} test slides", file=sys.stderr, flush=True)
+        log.info("fold %s: %d train / %d val / %d test slides", k, len(parts["train"]),
+                 len(parts["val"]), len(parts["test"]))
         results[k] = fit_fold(
-            run_dir / f"fold_{k}", cfg.model, cfg.model_config, in_dim, cohort.classes,
+            run.fold_dir(k), cfg.model, cfg.model_config, in_dim, cohort.classes,
             pool.subset(parts["train"]), pool.subset(parts["val"]), pool.subset(parts["test"]),
             cfg.train,
             resume=resume, desc=f"fold {k} ",
         )
     summary = summarise(run_dir, results, len(cohort.classes), cfg)
-    write_text(run_dir / "DONE", "finished\n", overwrite=True)
+    write_text(run.done_path, "finished\n", overwrite=True)
     return summary
 
 
@@ -148,12 +145,7 @@ def probs_of(table: pd.DataFrame) -> np.ndarray:
 
 def test_predictions(run_dir: str | Path, folds: list[int]) -> dict[int, pd.DataFrame]:
     """Each fold's test rows of ``predictions.csv``, sorted by slide_id."""
-    out = {}
-    for k in folds:
-        pred = pd.read_csv(Path(run_dir) / f"fold_{k}" / "predictions.csv",
-                           dtype={"slide_id": str})
-        out[k] = pred[pred["split"] == "test"].sort_values("slide_id").reset_index(drop=True)
-    return out
+    return RunDir(run_dir).predictions("test", folds)
 
 
 def summarise(run_dir: Path, results: dict[int, dict], n_classes: int,
@@ -167,7 +159,8 @@ def summarise(run_dir: Path, results: dict[int, dict], n_classes: int,
                 row[f"{part}_{m}"] = r.get(part, {}).get(m, np.nan)
         rows.append(row)
     table = pd.DataFrame(rows)
-    write_csv(run_dir / "summary.csv", table, overwrite=True)
+    run = RunDir(run_dir)
+    write_csv(run.summary_csv, table, overwrite=True)
     per_fold = [(t["target"].to_numpy(), probs_of(t))
                 for t in test_predictions(run_dir, sorted(results)).values() if len(t)]
     summary: dict[str, Any] = {"model": cfg.model, "folds": len(results), "metrics": {}}
@@ -179,7 +172,7 @@ def summarise(run_dir: Path, results: dict[int, dict], n_classes: int,
             entry["ci95"] = list(bootstrap_ci(per_fold, n_classes, m, cfg.train.bootstrap,
                                               cfg.train.seed))
         summary["metrics"][f"test_{m}"] = entry
-    write_json(run_dir / "summary.json", summary, overwrite=True)
+    write_json(run.summary_json, summary, overwrite=True)
     return summary
 
 

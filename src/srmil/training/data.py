@@ -1,7 +1,7 @@
 """Bags for training and inference: read once, checked, turned into ``GraphBag`` tensors.
 
 Small cohorts are kept in memory (``TrainConfig.cache_gb``); larger ones are read from disk
-on each access (a DataLoader with workers can overlap that with compute).
+on each access, in the training loop's own process (one bag per step; no DataLoader).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ repeats an uninterrupted one exactly (RNG states are saved with every epoch).
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -30,11 +31,16 @@ from srmil.training.data import BagDataset
 from srmil.training.metrics import classification_metrics
 from srmil.training.selection import eligible, is_better, selection_key
 
+log = logging.getLogger(__name__)
+
 
 def make_fabric(cfg: TrainConfig) -> Fabric:
     """Single-device Fabric; ``auto`` picks a GPU when one is present, else the CPU."""
+    accelerator, devices = cfg.accelerator, 1
+    if accelerator.startswith("cuda:") and accelerator[5:].isdigit():  # one named GPU
+        accelerator, devices = "cuda", [int(accelerator[5:])]
     try:
-        return Fabric(accelerator=cfg.accelerator, devices=1, precision=cfg.precision)
+        return Fabric(accelerator=accelerator, devices=devices, precision=cfg.precision)
     except (ValueError, RuntimeError, TypeError) as exc:  # unknown or unavailable accelerator
         raise SrmilError(f"accelerator {cfg.accelerator!r}: {exc_line(exc)}") from None
 
@@ -134,6 +140,7 @@ def fit_fold(
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.eta_min)
     model, opt = fabric.setup(net, opt)
+    model.mark_forward_method("loss")  # through Fabric's wrapper: its precision plugin applies
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     best_state: dict[str, torch.Tensor] | None = None
@@ -156,10 +163,9 @@ def fit_fold(
     for name, data in (("val", val), ("test", test)):
         absent = sorted(set(range(n_classes)) - set(data.targets or []))
         if len(data) and absent:
-            print(f"warning: {fold_dir.name}: the {name} split has no slide of class(es) "
-                  f"{', '.join(classes[c] for c in absent)}; its AUC is undefined (NaN)",
-                  file=sys.stderr)
-    tty = sys.stderr.isatty()
+            log.warning("%s: the %s split has no slide of class(es) %s; its AUC is undefined "
+                        "(NaN)", fold_dir.name, name, ", ".join(classes[c] for c in absent))
+    tty = sys.stderr.isatty() and log.isEnabledFor(logging.INFO)  # bars: terminals only
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         model.train()
@@ -172,7 +178,7 @@ def fit_fold(
             bag = train[int(i)].to(fabric.device)
             target = torch.tensor(bag.y, device=fabric.device)
             with fabric.autocast():
-                parts = net.loss(bag, target)
+                parts = model.loss(bag, target)
             opt.zero_grad(set_to_none=True)
             fabric.backward(parts["total"])
             opt.step()
@@ -205,10 +211,10 @@ def fit_fold(
         if best is not None and best["epoch"] == epoch:
             save_weights(fold_dir / "best.safetensors", best_state, {**meta, "epoch": epoch})
         write_csv(fold_dir / "history.csv", pd.DataFrame(history), overwrite=True)
-        if not tty:
+        if not tty and log.isEnabledFor(logging.INFO):
             parts_txt = " ".join(f"{k}={v / max(len(order), 1):.3f}" for k, v in sums.items())
-            print(f"{desc}epoch {epoch + 1}/{cfg.epochs} {parts_txt} val_acc={vm['accuracy']:.3f} "
-                  f"val_auc={vm['auc']:.3f}", file=sys.stderr, flush=True)
+            log.info("%sepoch %d/%d %s val_acc=%.3f val_auc=%.3f", desc, epoch + 1, cfg.epochs,
+                     parts_txt, vm["accuracy"], vm["auc"])
     if best is None:
         raise SrmilError("no epoch was eligible for selection", fold_dir)
     if load_weights(fold_dir / "best.safetensors", net).get("epoch") != best["epoch"]:

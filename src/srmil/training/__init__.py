@@ -1,0 +1,1 @@
+"""Training: one fold (``loop``), every fold (``crossval``), comparisons, the run layout."""
