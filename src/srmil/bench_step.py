@@ -227,16 +227,17 @@ def _configs(cfg: StepBenchConfig) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def _spawn(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "srmil.bench_step", json.dumps(spec)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {**spec, "error": f"over {timeout:g} s"}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {**spec, "error": f"exit {proc.returncode}: {tail}"}
-    return json.loads(lines[-1])
+    with tempfile.TemporaryDirectory(prefix="srmil-bench-") as tmp:
+        result = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "srmil.bench_step", json.dumps(spec), str(result)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {**spec, "error": f"over {timeout:g} s"}
+        if proc.returncode != 0 or not result.is_file():
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            return {**spec, "error": f"exit {proc.returncode}: {tail}"}
+        return json.loads(result.read_text())
 
 
 def bench_step(cfg: StepBenchConfig = StepBenchConfig()) -> dict[str, Any]:
@@ -309,6 +310,8 @@ def format_step_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # the worker: one config, one JSON line on stdout
+if __name__ == "__main__":  # the worker: one config (JSON), its figures to a JSON file
+    from srmil.storage import write_json
+
     logging.basicConfig(level=logging.WARNING)
-    print(json.dumps(run_worker(json.loads(sys.argv[1]))), flush=True)
+    write_json(sys.argv[2], run_worker(json.loads(sys.argv[1])), overwrite=True)
