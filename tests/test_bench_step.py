@@ -56,3 +56,12 @@ def test_cli_bench_step_prints_and_saves(tmp_path, capsys):
 def test_cli_bench_step_rejects_bad_sizes(capsys):
     code, _, err = run_cli(capsys, "bench", "step", "--sizes", "10,x")
     assert code != 0 and "--sizes" in err and "Traceback" not in err
+
+
+def test_cli_bench_step_without_a_gpu_is_one_line(capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run_cli(capsys, "bench", "step", "--device", "cuda", "--sizes", "10")
+    assert code != 0 and "no CUDA device" in err and "Traceback" not in err
+    assert len([ln for ln in err.splitlines() if ln.strip()]) == 1

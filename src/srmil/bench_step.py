@@ -250,6 +250,12 @@ def bench_step(cfg: StepBenchConfig = StepBenchConfig()) -> dict[str, Any]:
     """
     import torch
 
+    from srmil.errors import ConfigError
+
+    if cfg.device not in ("cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise ConfigError(f"bench step --device: choose cpu or cuda[:i], got {cfg.device!r}")
+    if cfg.device != "cpu" and not torch.cuda.is_available():
+        raise ConfigError(f"bench step --device {cfg.device}: no CUDA device is available here")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     result: dict[str, Any] = {
