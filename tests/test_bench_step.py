@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from srmil.bench_step import StepBenchConfig, bench_step, format_step_table, raster_coords
+from srmil.bench_step import bench_step, format_step_table, raster_coords
+from srmil.config import StepBenchConfig
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:

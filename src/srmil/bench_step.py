@@ -20,11 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from srmil.config import StepBenchConfig
 
 log = logging.getLogger(__name__)
 
@@ -36,33 +37,6 @@ SRMIL_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class StepBenchConfig:
-    """What ``srmil bench step`` measures.
-
-    Attributes:
-        sizes: patch counts N; the first size runs at ``small_dim`` (overhead-bound bags).
-        dim: feature dimension D of the other sizes.
-        small_dim: D of the first size.
-        models: labels or model names to run (empty: SRMIL's variants and every model).
-        repeats: timed steps per config (after one warm-up step).
-        faithful_up_to: largest N for the faithful PyG path (11 s per step at 10,000 here).
-        device: ``cpu`` or ``cuda``.
-        threads: torch threads in each worker (``None``: torch's default).
-        timeout_s: per-config limit; a config over it is reported, not waited for.
-    """
-
-    sizes: tuple[int, ...] = (200, 2_000, 10_000, 50_000)
-    dim: int = 1024
-    small_dim: int = 32
-    models: tuple[str, ...] = ()
-    repeats: int = 3
-    faithful_up_to: int = 20_000
-    device: str = "cpu"
-    threads: int | None = None
-    timeout_s: float = 1800.0
-
-
 def raster_coords(n: int, step: int = 448, seed: int = 0) -> np.ndarray:
     """Tissue-like grid coordinates (:func:`srmil.bench.tissue_like_coords`) in raster order."""
     from srmil.bench import tissue_like_coords
@@ -72,8 +46,12 @@ def raster_coords(n: int, step: int = 448, seed: int = 0) -> np.ndarray:
 
 
 def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    """Current RSS (Linux ``/proc``); elsewhere the peak so far, so growth reads low."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
 
 def _reset_peak_rss() -> bool:

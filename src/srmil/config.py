@@ -223,6 +223,33 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class StepBenchConfig:
+    """What ``srmil bench step`` measures (a benchmark, never a test).
+
+    Attributes:
+        sizes: patch counts N; the first size runs at ``small_dim`` (overhead-bound bags).
+        dim: feature dimension D of the other sizes.
+        small_dim: D of the first size.
+        models: labels or model names to run (empty: SRMIL's variants and every model).
+        repeats: timed steps per config (after one warm-up step).
+        faithful_up_to: largest N for the faithful PyG path (7 s per step at 10,000 here).
+        device: ``cpu`` or ``cuda``.
+        threads: torch threads in each worker (``None``: torch's default).
+        timeout_s: per-config limit; a config over it is reported, not waited for.
+    """
+
+    sizes: tuple[int, ...] = (200, 2_000, 10_000, 50_000)
+    dim: int = 1024
+    small_dim: int = 32
+    models: tuple[str, ...] = ()
+    repeats: int = 3
+    faithful_up_to: int = 20_000
+    device: str = "cpu"
+    threads: int | None = None
+    timeout_s: float = 1800.0
+
+
+@dataclass(frozen=True)
 class TissueConfig:
     """Classical tissue segmentation on a low-resolution image (``srmil segment``).
 

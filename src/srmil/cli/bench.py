@@ -117,7 +117,8 @@ def _sizes(text: str | None, default: str) -> tuple[int, ...]:
 
 
 def run_step(args: argparse.Namespace) -> int:
-    from srmil.bench_step import StepBenchConfig, bench_step, format_step_table
+    from srmil.bench_step import bench_step, format_step_table
+    from srmil.config import StepBenchConfig
     from srmil.storage import write_json
 
     sizes = _sizes(args.sizes, "200,2000,10000,50000") + ((100_000,) if args.large else ())

@@ -119,7 +119,7 @@ COMPILE_FROM = 2048  # rows (stacked nodes) from which "auto" uses the compiled 
 
 
 def _sddmm(index: Tensor, a: Tensor, b: Tensor, kernels: str = "auto") -> Tensor:
-    """``out[i, k, h] = a[h, i] · b[h, index[i, k]]``: (M, K), (H, M, F), (H, M', F) -> (M, K, H).
+    r"""``out[i, k, h] = a[h, i] · b[h, index[i, k]]``: (M, K), (H, M, F), (H, M', F) -> (M, K, H).
 
     The sampled dense-dense product (the table's entries of :math:`a b^\top`, per head), the
     one step of the GAT backward pass no sparse library kernel does fast on the CPU (torch's
@@ -137,6 +137,7 @@ def _sddmm(index: Tensor, a: Tensor, b: Tensor, kernels: str = "auto") -> Tensor
         try:
             fn = _compiled.get("sddmm")
             if fn is None:
+                # torch warns "No CUDA runtime is found" while compiling on a CPU-only machine
                 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
                 fn = _compiled["sddmm"] = torch.compile(_sddmm_fused, dynamic=True,
                                                         fullgraph=True)
