@@ -92,6 +92,31 @@ def test_resume_with_another_config_is_refused(capsys, tmp_path, cohort):
     assert code == 2 and "pass --resume" in err
 
 
+def test_run_from_before_a_new_field_resumes(capsys, tmp_path, cohort):
+    """A run saved before a config field existed resumes with that field's default (its
+    behaviour then); a field this version does not know is one line."""
+    run = tmp_path / "r"
+    assert cli(capsys, "train", *base_args(cohort, run, "--model", "mean", "--epochs", 2))[0] == 0
+    (run / "DONE").unlink()
+    (run / "fold_0" / "DONE").unlink()
+    cfg_path = run / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["train"]["eta_min"], cfg["model_config"]["dropout"]  # as an older srmil wrote it
+    cfg_path.write_text(json.dumps(cfg))
+    code, _, err = cli(capsys, "train", *base_args(cohort, run, "--model", "mean", "--epochs", 2,
+                                                   "--resume"))
+    assert code == 0, err
+    assert (run / "DONE").exists()
+    (run / "DONE").unlink()
+    (run / "fold_0" / "DONE").unlink()
+    cfg["train"]["from_the_future"] = 1
+    cfg_path.write_text(json.dumps(cfg))
+    code, _, err = cli(capsys, "train", *base_args(cohort, run, "--model", "mean", "--epochs", 2,
+                                                   "--resume"))
+    assert code == 2 and "config.json: --resume: the saved config does not fit" in err
+    assert "from_the_future" in err and len(err.strip().splitlines()) == 1
+
+
 def test_predict_and_evaluate_and_their_bad_inputs(capsys, tmp_path, cohort):
     run = tmp_path / "run"
     assert cli(capsys, "cv", *base_args(cohort, run, "--model", "mean", "--epochs", 2))[0] == 0

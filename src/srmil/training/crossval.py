@@ -18,7 +18,7 @@ import pandas as pd
 from srmil import __version__
 from srmil.bags.cohort import Cohort
 from srmil.bags.splits import validate_splits
-from srmil.config import RunConfig, from_dict, to_dict
+from srmil.config import SECTIONS, RunConfig, from_dict, to_dict
 from srmil.errors import ConfigError, SrmilError
 from srmil.models.base import MODELS
 from srmil.storage import write_csv, write_json, write_text
@@ -40,6 +40,22 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
                 return d
         return None
     return None if a == b else f"{path}: {a!r} in the run, {b!r} now"
+
+
+def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved run config with every field this version knows, defaults where it has none.
+
+    A run written before a field existed ran with that field's default behaviour (new fields
+    default to what srmil did before them), so resuming it with the default is the same run.
+    Raises ``ConfigError`` for a field this version does not know.
+    """
+    out = dict(saved)
+    for name, cls in SECTIONS.items():
+        out[name] = to_dict(from_dict(cls, dict(saved.get(name) or {})))
+    if saved.get("model") in MODELS.names():
+        cls = MODELS.get(saved["model"]).Config
+        out["model_config"] = to_dict(from_dict(cls, dict(saved.get("model_config") or {})))
+    return out
 
 
 def check_same_splits(directory: Path, splits: pd.DataFrame) -> None:
@@ -64,6 +80,11 @@ def prepare_run(run_dir: Path, cfg: RunConfig, cohort: Cohort, splits: pd.DataFr
                              "another --out", run_dir)
         saved = dict(run.config_dict())
         saved.pop("version", None)
+        try:
+            saved = with_defaults(saved)
+        except ConfigError as exc:
+            raise ConfigError(f"--resume: the saved config does not fit this version of srmil "
+                              f"({exc})", cfg_path) from None
         diff = _first_difference(saved, to_dict(cfg))
         if diff:
             raise ConfigError(f"--resume with a different config ({diff})", cfg_path)
