@@ -35,6 +35,13 @@ SRMIL_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("srmil (grid)", "srmil", {"backend": "grid"}),
     ("srmil (grid, eager kernels)", "srmil", {"backend": "grid", "kernels": "eager"}),
 )
+# SRMIL's memory options, run only when named in ``models`` (by label)
+OPTION_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("srmil (grid) +checkpoint", "srmil", {"backend": "grid", "checkpoint": True}),
+    ("srmil (grid) +shared proj", "srmil", {"backend": "grid", "share_projection": True}),
+    ("srmil (grid) +crop 8192", "srmil", {"backend": "grid", "train_crop": 8192}),
+    ("srmil (grid) +crop 2048", "srmil", {"backend": "grid", "train_crop": 2048}),
+)
 
 
 def raster_coords(n: int, step: int = 448, seed: int = 0) -> np.ndarray:
@@ -151,7 +158,12 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("flops"):
         from torch.utils.flop_counter import FlopCounterMode
 
-        with FlopCounterMode(display=False) as fc:
+        def addmm_flops(_self, a, b, *args, **kwargs) -> int:  # shapes, as torch passes them
+            return 2 * a[0] * a[1] * b[1]
+
+        # in-place addmm_ (the grid path's gradient accumulation) is not in torch's table
+        with FlopCounterMode(display=False,
+                             custom_mapping={torch.ops.aten.addmm_: addmm_flops}) as fc:
             step()
         out["flops"] = int(fc.get_total_flops())
     return out
@@ -201,7 +213,8 @@ def _configs(cfg: StepBenchConfig) -> list[tuple[str, str, dict[str, Any]]]:
     everything = [*SRMIL_VARIANTS, *((m, m, {}) for m in MODELS.names() if m != "srmil")]
     if not cfg.models:
         return everything
-    return [c for c in everything if c[0] in cfg.models or c[1] in cfg.models]
+    named = [c for c in everything if c[0] in cfg.models or c[1] in cfg.models]
+    return named + [c for c in OPTION_VARIANTS if c[0] in cfg.models]
 
 
 def _spawn(spec: dict[str, Any], timeout: float) -> dict[str, Any]:

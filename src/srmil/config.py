@@ -90,6 +90,14 @@ class SRMILConfig:
     #                        faithful per-edge PyG path, one call per pass, the reference
     kernels: str = "auto"  # grid backend's attention backward: auto (torch.compile on the CPU
     #                        for large bags, eager if that fails) | compiled | eager
+    checkpoint: bool = False  # grid backend: recompute each GAT layer in backward instead of
+    #                           keeping its activations (exact: dropout draws are replayed;
+    #                           less memory, more time; see README "Speed and memory")
+    share_projection: bool = False  # approximate (grid backend): the three passes share one
+    #                                 first-layer dropout mask, so the first projection runs
+    #                                 on N + K rows instead of 3·N (K masked patches)
+    train_crop: int = 0  # approximate: train each step on a spatially contiguous crop of at
+    #                      most this many patches (0: the whole bag); inference sees all
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dim", type=int, default=1024, help="step: feature dimension D")
     p.add_argument("--small-dim", type=int, default=32, help="step: D of the first size")
     p.add_argument("--models", default="", help="step: comma-separated model names or labels "
-                   "(default: SRMIL's paths and every registered model)")
+                   "(default: SRMIL's paths and every registered model; SRMIL's memory options "
+                   "only when named: 'srmil (grid) +checkpoint', 'srmil (grid) +shared proj', "
+                   "'srmil (grid) +crop 8192', 'srmil (grid) +crop 2048')")
     p.add_argument("--faithful-up-to", type=int, default=20_000,
                    help="step: largest N for SRMIL's faithful PyG path")
     p.add_argument("--device", default="cpu", help="step: cpu or cuda")

@@ -12,13 +12,16 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from srmil.config import SRMILConfig
 from srmil.errors import ConfigError, SrmilError
+from srmil.graphs.crop import contiguous_crop
 from srmil.graphs.graph_bag import GraphBag
 from srmil.models.base import MODELS, MILModel
 from srmil.models.layers import GatedAttentionPool, GATLayer, sce_from_cosine, sce_loss
 from srmil.models.neighbour_gat import (
+    MaskedSources,
     PassInputs,
     StackedTable,
     Supernodes,
@@ -45,6 +48,9 @@ def _check_config(cfg: SRMILConfig) -> None:
     for name in ("heads", "hidden", "layers", "decoder_layers", "cls_hidden"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"SRMILConfig.{name}: must be >= 1, got {getattr(cfg, name)}")
+    if cfg.train_crop < 0:
+        raise ConfigError(f"SRMILConfig.train_crop: must be >= 0 (0: no crop), got "
+                          f"{cfg.train_crop}")
     if not 0.0 <= cfg.mask_rate <= 1.0:
         raise ConfigError(f"SRMILConfig.mask_rate: must be in [0, 1], got {cfg.mask_rate}")
     for name in ("feat_drop", "attn_drop", "cls_dropout"):
@@ -139,6 +145,15 @@ class SRMIL(MILModel):
     as one dense row, and the decoder's output layer aggregates before it projects (only the
     masked rows to D). Equal to ``pyg`` in float64 for the loss and every gradient at zero
     dropout and in eval mode (tests/models/test_neighbour_gat.py); dropout draws differ.
+
+    *Memory options* (training only). ``cfg.checkpoint``: every GAT layer of the grid path is
+    recomputed in backward instead of keeping its activations; exact (the RNG state is
+    replayed). ``cfg.train_crop = K``: an approximation for huge bags, each step trains on a
+    spatially contiguous crop of at most K patches (:mod:`srmil.graphs.crop`: a breadth-first
+    block of the grid around a random patch, its induced graph); inference sees the whole bag.
+    ``cfg.share_projection``: an approximation, the three passes share one dropout mask in the
+    first layer, whose projection then runs on N + K rows (complete rows, masked rows' token
+    copies) instead of 3·N (:class:`~srmil.models.neighbour_gat.SharedDropoutLinear`).
 
     Args:
         in_dim: feature size D of the bags.
@@ -311,7 +326,8 @@ class SRMIL(MILModel):
     # ---- the grid backend: stacked passes on the neighbour table ---------------------------
 
     def _grid_encode(
-        self, h: Tensor | PassInputs, table: StackedTable, sup_graphs: tuple[int, ...],
+        self, h: Tensor | PassInputs | MaskedSources, table: StackedTable,
+        sup_graphs: tuple[int, ...],
         scores: bool = False,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Encoder over B stacked graphs; supernodes (reformed token) on ``sup_graphs``.
@@ -332,10 +348,18 @@ class SRMIL(MILModel):
         att = None
         for i, layer in enumerate(self.encoder):
             last = i == len(self.encoder) - 1
-            h, hs, att = gat_layer(layer, h, table, sup, return_supernode_attention=scores and last)
+            h, hs, att = self._run_layer(gat_layer, layer, h, table, sup, scores and last)
             if sup is not None:
                 sup = Supernodes(hs, sup_graphs)
         return h, (None if sup is None else sup.h), att
+
+    def _run_layer(self, fn, *args):
+        """``fn(*args)``; with ``checkpoint`` in training, recomputed in backward instead of
+        keeping its activations (non-reentrant ``torch.utils.checkpoint``: the RNG state is
+        replayed, so the recomputed dropout draws, and the gradients, are the same)."""
+        if self.cfg.checkpoint and self.training and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
 
     def _grid_heads(self, h: Tensor, hs: Tensor | None, graphs: int, n: int) -> Tensor:
         """Logits (G, C) of the last ``graphs`` stacked graphs: supernode rows or gated pool."""
@@ -362,10 +386,16 @@ class SRMIL(MILModel):
         """The objective of :meth:`loss` with the passes stacked on the neighbour table."""
         x, n = bag.x, bag.num_nodes
         base = bag.neighbour_table()
-        r_full, r_masked = self.reform_inputs(x, mask)  # (N, D), (N, D)
         rec_pass = mask.numel() > 0
         # graphs: [masked (reconstruction),] masked (CE_masked), complete (CE_full)
-        passes = PassInputs((r_masked, r_full), (0, 0, 1) if rec_pass else (0, 1))
+        which = (0, 0, 1) if rec_pass else (0, 1)
+        passes: PassInputs | MaskedSources
+        if self.cfg.share_projection and rec_pass:
+            r_token = self.reformer(self.enc_mask_token)  # (1, D)
+            passes = MaskedSources(self.reformer(x), r_token, mask, which)
+        else:
+            r_full, r_masked = self.reform_inputs(x, mask)  # (N, D), (N, D)
+            passes = PassInputs((r_masked, r_full), which)
         b = len(passes.which)
         table = StackedTable.of(base, b, self.cfg.kernels)
         sup_graphs = (b - 2, b - 1) if self.supernode is not None else ()
@@ -378,8 +408,9 @@ class SRMIL(MILModel):
             z = torch.where(keep[:, None], z, self.dec_mask_token)  # (N, H·F)
             one = StackedTable.of(base, 1, self.cfg.kernels)
             for layer in self.decoder[:-1]:
-                z, _, _ = gat_layer(layer, z, one)  # (N, H·F)
-            cos = gat_output_cosine(self.decoder[-1], z, one, mask, x[mask])  # (K,)
+                z, _, _ = self._run_layer(gat_layer, layer, z, one)  # (N, H·F)
+            cos = self._run_layer(gat_output_cosine, self.decoder[-1], z, one, mask,
+                                  x[mask])  # (K,)
             rec = sce_from_cosine(cos, self.cfg.alpha)
         else:
             rec = x.new_zeros(())
@@ -442,6 +473,10 @@ class SRMIL(MILModel):
             ``total``, ``ce_masked``, ``ce_full``, ``rec`` (scalars).
         """
         self._check_bag(bag)
+        if self.cfg.train_crop and bag.num_nodes > self.cfg.train_crop:
+            if mask is not None:
+                raise ValueError("a mask cannot be given with train_crop (it indexes the crop)")
+            bag = contiguous_crop(bag, self.cfg.train_crop)
         x = bag.x  # (N, D)
         if mask is None:
             mask = self.mask_nodes(x.shape[0], x.device)  # (K,)
