@@ -66,3 +66,24 @@ def test_cli_bench_step_without_a_gpu_is_one_line(capsys, monkeypatch):
     code, _, err = run_cli(capsys, "bench", "step", "--device", "cuda", "--sizes", "10")
     assert code != 0 and "no CUDA device" in err and "Traceback" not in err
     assert len([ln for ln in err.splitlines() if ln.strip()]) == 1
+
+
+def test_memory_options_run_only_when_named():
+    from srmil.bench_step import OPTION_VARIANTS, _configs
+
+    assert not {c[0] for c in OPTION_VARIANTS} & {c[0] for c in _configs(StepBenchConfig())}
+    named = _configs(StepBenchConfig(models=("srmil (grid)", "srmil (grid) +crop 2048")))
+    assert [c[0] for c in named] == ["srmil (grid)", "srmil (grid) +crop 2048"]
+    assert named[1][2]["train_crop"] == 2048
+
+
+def test_flops_count_inplace_products():
+    """The grid path accumulates gradients with in-place ``addmm_``, which torch's own table
+    skips; ``count_flops`` counts it like any product."""
+    import torch
+
+    from srmil.bench_step import count_flops
+
+    a, b, c = torch.randn(64, 32), torch.randn(32, 16), torch.zeros(64, 16)
+    assert count_flops(lambda: c.addmm_(a, b)) == 2 * 64 * 32 * 16
+    assert count_flops(lambda: (a @ b, c.addmm_(a, b))) == 2 * 2 * 64 * 32 * 16

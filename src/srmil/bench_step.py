@@ -156,17 +156,24 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     if cuda:
         out["step_peak_mb"] = (torch.cuda.max_memory_allocated() - base_dev) / 1e6
     if spec.get("flops"):
-        from torch.utils.flop_counter import FlopCounterMode
-
-        def addmm_flops(_self, a, b, *args, **kwargs) -> int:  # shapes, as torch passes them
-            return 2 * a[0] * a[1] * b[1]
-
-        # in-place addmm_ (the grid path's gradient accumulation) is not in torch's table
-        with FlopCounterMode(display=False,
-                             custom_mapping={torch.ops.aten.addmm_: addmm_flops}) as fc:
-            step()
-        out["flops"] = int(fc.get_total_flops())
+        out["flops"] = count_flops(step)
     return out
+
+
+def _addmm_flops(_self, a, b, *args, **kwargs) -> int:  # shapes, as the counter passes them
+    return 2 * a[0] * a[1] * b[1]
+
+
+def count_flops(fn) -> int:
+    """Matrix-product FLOPs of ``fn()`` (torch ``FlopCounterMode``), in-place ``addmm_``
+    included: the grid path accumulates gradients with it and torch's table skips it."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False,
+                         custom_mapping={torch.ops.aten.addmm_: _addmm_flops}) as fc:
+        fn()
+    return int(fc.get_total_flops())
 
 
 def matmul_peak(device: str = "cpu", n: int = 4096, repeats: int = 5) -> float:
