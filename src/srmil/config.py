@@ -218,6 +218,8 @@ class TrainConfig:
     accelerator: str = "auto"  # auto (GPU when present) | cpu | gpu | cuda | mps
     precision: str = "32-true"  # Lightning precision string, e.g. bf16-mixed on a GPU
     cache_gb: float = 4.0  # keep the cohort's bags in memory when they fit in this many GiB
+    loader_workers: int = 1  # DataLoader processes reading bags ahead of the step when the
+    #                          cohort is over cache_gb (0: read in the training process)
     bootstrap: int = 1000  # resamples for the 95 % confidence intervals
 
     def __post_init__(self) -> None:

@@ -117,6 +117,20 @@ def test_run_from_before_a_new_field_resumes(capsys, tmp_path, cohort):
     assert "from_the_future" in err and len(err.strip().splitlines()) == 1
 
 
+def test_uncached_run_reads_ahead_in_a_worker_with_the_same_result(capsys, tmp_path, cohort):
+    """A cohort over ``cache_gb`` is read by a DataLoader worker ahead of each step: the run
+    is the one the training process reading each bag itself gives, to the last digit."""
+    runs = {}
+    for workers in (0, 1):
+        run = tmp_path / f"w{workers}"
+        code, _, err = cli(capsys, "train", *base_args(
+            cohort, run, "--model", "srmil", "--epochs", 2, "--set", "train.cache_gb=0",
+            "--set", f"train.loader_workers={workers}"))
+        assert code == 0, err
+        runs[workers] = pd.read_csv(run / "fold_0" / "predictions.csv")
+    pd.testing.assert_frame_equal(runs[0], runs[1])
+
+
 def test_predict_and_evaluate_and_their_bad_inputs(capsys, tmp_path, cohort):
     run = tmp_path / "run"
     assert cli(capsys, "cv", *base_args(cohort, run, "--model", "mean", "--epochs", 2))[0] == 0

@@ -1,11 +1,14 @@
 """Bags for training and inference: read once, checked, turned into ``GraphBag`` tensors.
 
 Small cohorts are kept in memory (``TrainConfig.cache_gb``); larger ones are read from disk
-on each access, in the training loop's own process (one bag per step; no DataLoader).
+on each access, by a DataLoader worker process ahead of the step (:func:`prefetched`), so
+reading and graph building overlap training.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -14,7 +17,7 @@ import torch
 from srmil.bags.bag import FeatureBag
 from srmil.bags.readers import has_coords, read_bag
 from srmil.config import GraphConfig
-from srmil.errors import BagError
+from srmil.errors import BagError, SrmilError
 from srmil.graphs.graph_bag import GraphBag, to_graph_bag
 
 
@@ -143,5 +146,51 @@ def first_dim(paths: list[str | Path]) -> int:
     return read_bag(paths[0]).dim
 
 
+@dataclass
+class _Failed:
+    """A bag a worker could not read: the error travels as a value, so the loop raises it as
+    the same one-line error (DataLoader would wrap it in the worker's traceback)."""
 
+    error: SrmilError
+
+
+class _Reader(torch.utils.data.Dataset):
+    def __init__(self, data: BagDataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> GraphBag | _Failed:
+        try:
+            return self.data.load(i)
+        except SrmilError as exc:
+            return _Failed(exc)
+
+
+def _as_is(item: GraphBag | _Failed) -> GraphBag | _Failed:  # no batching: one bag a step
+    return item
+
+
+def prefetched(data: BagDataset, order: Sequence[int], workers: int = 1,
+               ahead: int = 2) -> Iterator[GraphBag]:
+    """``data[i]`` for ``i`` in ``order``, read by ``workers`` DataLoader processes up to
+    ``ahead`` bags each before they are needed; in this process when ``workers`` is 0 or the
+    bags are cached (the first epoch fills the cache, later ones read memory).
+
+    Raises:
+        SrmilError: a bag's own one-line error, as :meth:`BagDataset.__getitem__` raises it.
+    """
+    if workers <= 0 or data.cache or len(order) == 0:
+        for i in order:
+            yield data[int(i)]
+        return
+    loader = torch.utils.data.DataLoader(
+        _Reader(data), batch_size=None, sampler=[int(i) for i in order], num_workers=workers,
+        prefetch_factor=ahead, collate_fn=_as_is,
+        generator=torch.Generator().manual_seed(0))  # its worker seed: not from the global RNG
+    for item in loader:
+        if isinstance(item, _Failed):
+            raise item.error
+        yield item
 

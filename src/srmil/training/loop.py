@@ -27,7 +27,7 @@ from srmil.errors import SrmilError, exc_line
 from srmil.models.base import MILModel, create_model
 from srmil.storage import write_csv, write_json, write_text
 from srmil.training.checkpoint import load_state, load_weights, save_state, save_weights
-from srmil.training.data import BagDataset
+from srmil.training.data import BagDataset, prefetched
 from srmil.training.metrics import classification_metrics
 from srmil.training.selection import eligible, is_better, selection_key
 
@@ -174,8 +174,9 @@ def fit_fold(
         sums: dict[str, float] = {}
         bar = tqdm(order, desc=f"{desc}epoch {epoch + 1}/{cfg.epochs}", unit="bag",
                    disable=not tty, leave=False, file=sys.stderr)
-        for step, i in enumerate(bar, 1):
-            bag = train[int(i)].to(fabric.device)
+        bags = prefetched(train, order, cfg.loader_workers)  # read ahead unless cached
+        for step, (_, bag) in enumerate(zip(bar, bags, strict=True), 1):
+            bag = bag.to(fabric.device)
             target = torch.tensor(bag.y, device=fabric.device)
             with fabric.autocast():
                 parts = model.loss(bag, target)
