@@ -65,6 +65,16 @@ def test_compare_runs_every_spec_on_the_same_folds(capsys, tmp_path, cohort):
     assert pd.read_csv(out / "comparison.csv").model.tolist()[-1] == "abmil"
     code, _, err = cli(capsys, *args)
     assert code == 2 and "already holds a comparison; pass --resume" in err
+    # a comparison written before a training field existed resumes (the field's default)
+    setup = json.loads((out / "compare.json").read_text())
+    del setup["base"]["train"]["eta_min"]
+    (out / "compare.json").write_text(json.dumps(setup))
+    run_cfg = json.loads((out / "mean" / "config.json").read_text())
+    del run_cfg["train"]["eta_min"], run_cfg["model_config"]["dropout"]
+    (out / "mean" / "config.json").write_text(json.dumps(run_cfg))
+    code, _, err = cli(capsys, *common, "--models", "srmil,srmil:w_gen=0,mean,abmil",
+                       "--resume")
+    assert code == 0, err
 
 
 def test_graph_model_on_bags_without_coordinates_fails_before_training(capsys, tmp_path):

@@ -29,7 +29,7 @@ from srmil.config import RunConfig, from_dict, parse_value, to_dict
 from srmil.errors import ConfigError, SrmilError
 from srmil.models.base import MODELS
 from srmil.storage import write_csv, write_json, write_text
-from srmil.training.crossval import SUMMARY_METRICS, probs_of, run_folds
+from srmil.training.crossval import SUMMARY_METRICS, probs_of, run_folds, with_defaults
 from srmil.training.data import require_coords
 from srmil.training.metrics import paired_bootstrap
 from srmil.training.rundir import ComparisonDir
@@ -92,7 +92,12 @@ def compare(
     if saved is not None:
         if not resume:
             raise SrmilError("already holds a comparison; pass --resume to continue it", out)
-        if saved.get("base") != setup["base"]:
+        try:
+            saved_base = with_defaults(saved.get("base") or {}, model=False)
+        except ConfigError as exc:
+            raise ConfigError(f"--resume: the saved settings do not fit this version of srmil "
+                              f"({exc})", cmp.setup_path) from None
+        if saved_base != setup["base"]:
             raise ConfigError("--resume with different training settings", cmp.setup_path)
         cmp.check_same_splits(splits)
     elif out.exists() and any(out.iterdir()):

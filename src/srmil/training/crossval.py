@@ -42,17 +42,19 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
     return None if a == b else f"{path}: {a!r} in the run, {b!r} now"
 
 
-def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+def with_defaults(saved: dict[str, Any], model: bool = True) -> dict[str, Any]:
     """A saved run config with every field this version knows, defaults where it has none.
 
     A run written before a field existed ran with that field's default behaviour (new fields
     default to what srmil did before them), so resuming it with the default is the same run.
-    Raises ``ConfigError`` for a field this version does not know.
+    ``model``: also fill ``model_config`` from the model's ``Config`` (a run's resolved
+    config; a comparison's base keeps its overrides as given). Raises ``ConfigError`` for a
+    field this version does not know.
     """
     out = dict(saved)
     for name, cls in SECTIONS.items():
         out[name] = to_dict(from_dict(cls, dict(saved.get(name) or {})))
-    if saved.get("model") in MODELS.names():
+    if model and saved.get("model") in MODELS.names():
         cls = MODELS.get(saved["model"]).Config
         out["model_config"] = to_dict(from_dict(cls, dict(saved.get("model_config") or {})))
     return out
