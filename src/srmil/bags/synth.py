@@ -122,7 +122,7 @@ def outcomes(cfg: SynthConfig, slides: list[SyntheticSlide]) -> pd.DataFrame:
             lo, hi = (mid, hi) if (u * mid < t_event).mean() > cfg.censoring else (lo, mid)
         t_cens = u * hi
         event = (t_event <= t_cens).astype(int)
-        per_case = pd.DataFrame({"time": np.round(np.minimum(t_event, t_cens), 3) + 0.001,
+        per_case = pd.DataFrame({"time": np.round(np.minimum(t_event, t_cens) + 0.001, 3),
                                  "event": event}, index=cases)
     per_case["score"] = np.round(rho, 4)
     return per_case.loc[[s.case_id for s in slides]].reset_index(drop=True)
