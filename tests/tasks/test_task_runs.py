@@ -188,3 +188,34 @@ def test_regression_report_has_the_scatter(regression, tmp_path):
     rep = api.report(run.run.path, out=tmp_path / "report")
     assert "Predicted vs true" in rep.path.read_text()
     assert (tmp_path / "report" / "figures" / "scatter.png").exists()
+
+
+def test_a_split_without_events_is_one_warning_and_a_nan_c_index(survival, tmp_path, caplog):
+    labels, bags = survival
+    df = pd.read_csv(labels, dtype={"slide_id": str, "case_id": str})
+    cases = df.groupby("case_id")["event"].max()
+    censored = sorted(cases[cases == 0].index)[:2]  # val: two censored patients only
+    rest = [c for c in sorted(cases.index) if c not in censored]
+    part = {**dict.fromkeys(censored, "val"), **dict.fromkeys(rest[:6], "test"),
+            **dict.fromkeys(rest[6:], "train")}
+    splits = df[["slide_id", "case_id"]].assign(fold=0, label="x",
+                                                split=df["case_id"].map(part))
+    path = tmp_path / "splits.csv"
+    splits[["fold", "slide_id", "case_id", "label", "split"]].to_csv(path, index=False)
+    caplog.set_level("WARNING")
+    run = api.train(labels, bags, tmp_path / "run", cfg(epochs=1), splits=path)
+    assert "fold_0: the val split has no observed event; its c-index is undefined (NaN)" in \
+        caplog.text
+    assert pd.isna(run.run.metrics(0)["val"]["c_index"])
+
+
+def test_evaluate_and_predict_cli_on_a_survival_run(capsys, survival, surv_run, tmp_path):
+    _, bags = survival
+    code, out, err = cli(capsys, "evaluate", "--run", surv_run.run.path)
+    assert code == 0, err
+    assert "fold 0" in out and "c-index" in out and "IBS" in out
+    code, out, err = cli(capsys, "predict", "--run", surv_run.run.path, "--bags", bags,
+                         "--out", tmp_path / "p.csv")
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert {"risk", "surv_bin1"} <= set(table.columns) and "prob_event" not in table
