@@ -70,7 +70,7 @@ def main() -> None:
         f"test AUC (seeds {args.seeds})", "ΔAUC vs default"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     base = np.asarray(auc[DEFAULT])
-    print(f"| default | " + " | ".join(
+    print("| default | " + " | ".join(
         f"1.00×, {rows[('srmil (grid)', n)]['step_peak_mb']:,.0f}" for n in sizes)
           + f" | {base.mean():.3f} ± {base.std():.3f} | – |")
     for o in OPTIONS:

@@ -45,7 +45,7 @@ class SynthConfig:
     positive slides.
     """
 
-    variant: str = "spatial"  # spatial | instance
+    variant: str = "spatial"  # spatial | instance | survival | regression
     slides: int = 60
     dim: int = 32
     seed: int = 0
@@ -60,6 +60,10 @@ class SynthConfig:
     mixed_magnification: bool = True  # half the slides "scanned at 40×" (level-0 step 448)
     patch_size: int = 224
     float16: bool = True
+    # survival / regression variants: hazard (or target) grows with the largest tumour cluster
+    effect: float = 2.0  # log-hazard (survival) or target (regression) per unit of the score
+    censoring: float = 0.3  # survival: target share of censored patients (uniform censoring)
+    target_noise: float = 0.3  # regression: noise std of the target (score units)
 
 
 @dataclass(frozen=True)
@@ -302,6 +306,36 @@ class ExtractConfig:
 
 
 @dataclass(frozen=True)
+class SurvivalConfig:
+    """Survival task (``task: survival``): labels ``time`` + ``event`` (1 = event) or CLAM /
+    Patch-GCN's ``survival_months`` + ``censorship`` (1 = censored)."""
+
+    loss: str = "nll"  # nll: discrete-time NLL over time bins (Patch-GCN / SurvPath) | cox
+    bins: int = 4  # Patch-GCN: quartiles of the training split's event times
+    alpha_surv: float = 0.0  # Patch-GCN's --alpha_surv (NLLSurvLoss default): extra weight
+    #                          of the uncensored term
+    eps: float = 1e-7  # lower bound inside the logs (Patch-GCN)
+    horizons: tuple[float, ...] = ()  # time-dependent AUC / Brier times; () = the quartiles
+    #                                   of the training split's event times
+
+    def __post_init__(self) -> None:
+        if self.bins < 1:
+            raise ConfigError(f"survival.bins must be >= 1, got {self.bins}")
+        if not 0 <= self.alpha_surv <= 1:
+            raise ConfigError(f"survival.alpha_surv must be in [0, 1], got {self.alpha_surv}")
+
+
+@dataclass(frozen=True)
+class RegressionConfig:
+    """Regression task (``task: regression``): a numeric ``target`` column, standardised on the
+    training split (mean and std saved with the run), reported back in its units."""
+
+    loss: str = "mse"  # mse | huber
+    huber_delta: float = 1.0  # in standard deviations of the training targets
+    strata: int = 4  # folds stratified by this many target quantiles
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; saved resolved as ``config.json`` in the run directory."""
 
@@ -310,9 +344,20 @@ class RunConfig:
     train: TrainConfig = TrainConfig()
     graph: GraphConfig = GraphConfig()
     split: SplitConfig = SplitConfig()
+    task: str = "auto"  # auto: from the labels CSV's columns (label → classification; time +
+    #                     event or survival_months + censorship → survival; target →
+    #                     regression) | classification | survival | regression
+    survival: SurvivalConfig = SurvivalConfig()
+    regression: RegressionConfig = RegressionConfig()
+
+    def __post_init__(self) -> None:
+        tasks = ("auto", "classification", "survival", "regression")
+        if self.task not in tasks:
+            raise ConfigError(f"unknown task {self.task!r}; choose from: {', '.join(tasks)}")
 
 
-SECTIONS = {"train": TrainConfig, "graph": GraphConfig, "split": SplitConfig}
+SECTIONS = {"train": TrainConfig, "graph": GraphConfig, "split": SplitConfig,
+            "survival": SurvivalConfig, "regression": RegressionConfig}
 
 # the value-coercion and ``--set`` engine lives in srmil.config_io; re-exported here
 from srmil.config_io import (  # noqa: E402
@@ -327,7 +372,8 @@ from srmil.config_io import (  # noqa: E402
 __all__ = [
     "ABMILConfig", "CLAMConfig", "DSMILConfig", "DTFDConfig", "ExtractConfig",
     "GatedABMILConfig", "GraphConfig", "HeatmapConfig", "MeanConfig", "PatchConfig",
-    "PatchGCNConfig", "RunConfig", "SECTIONS", "SRMILConfig", "SplitConfig", "SynthConfig",
+    "PatchGCNConfig", "RegressionConfig", "RunConfig", "SECTIONS", "SRMILConfig", "SplitConfig",
+    "SurvivalConfig", "SynthConfig",
     "TissueConfig", "TrainConfig", "TransMILConfig", "_check_type", "apply_sets", "from_dict",
     "load_config_file", "parse_value", "to_dict",
 ]

@@ -106,7 +106,8 @@ def apply_sets(
 ) -> dict[str, Any]:
     """Apply ``key=value`` overrides to a run-config dict (a copy is returned).
 
-    Keys: ``model``, ``section.field`` (sections ``train``, ``graph``, ``split``, ``model``
+    Keys: ``model``, ``task``, ``section.field`` (sections ``train``, ``graph``, ``split``,
+    ``survival``, ``regression``, ``model``
     for the model's own config), or a bare field name when exactly one section has it. Values
     are parsed as YAML scalars (``0.5``, ``true``, ``[1, 2]``).
 
@@ -122,8 +123,8 @@ def apply_sets(
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, text = (s.strip() for s in item.split("=", 1))
         value = parse_value(text)
-        if key == "model":
-            out["model"] = str(value)
+        if key in ("model", "task"):
+            out[key] = str(value)
             continue
         section, _, name = key.rpartition(".")
         if not section:

@@ -67,10 +67,10 @@ def test_compare_runs_every_spec_on_the_same_folds(capsys, tmp_path, cohort):
     assert code == 2 and "already holds a comparison; pass --resume" in err
     # a comparison written before a training field existed resumes (the field's default)
     setup = json.loads((out / "compare.json").read_text())
-    del setup["base"]["train"]["eta_min"]
+    del setup["base"]["train"]["eta_min"], setup["base"]["task"]
     (out / "compare.json").write_text(json.dumps(setup))
     run_cfg = json.loads((out / "mean" / "config.json").read_text())
-    del run_cfg["train"]["eta_min"], run_cfg["model_config"]["dropout"]
+    del run_cfg["train"]["eta_min"], run_cfg["model_config"]["dropout"], run_cfg["task"]
     (out / "mean" / "config.json").write_text(json.dumps(run_cfg))
     code, _, err = cli(capsys, *common, "--models", "srmil,srmil:w_gen=0,mean,abmil",
                        "--resume")

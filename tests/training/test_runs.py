@@ -102,6 +102,7 @@ def test_run_from_before_a_new_field_resumes(capsys, tmp_path, cohort):
     cfg_path = run / "config.json"
     cfg = json.loads(cfg_path.read_text())
     del cfg["train"]["eta_min"], cfg["model_config"]["dropout"]  # as an older srmil wrote it
+    del cfg["task"], cfg["survival"]  # before srmil had tasks
     cfg_path.write_text(json.dumps(cfg))
     code, _, err = cli(capsys, "train", *base_args(cohort, run, "--model", "mean", "--epochs", 2,
                                                    "--resume"))

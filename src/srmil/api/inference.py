@@ -29,7 +29,9 @@ def predict(run: PathLike, bags: PathLike, out: PathLike | None = None, fold: in
         overwrite: replace an existing ``out``.
 
     Returns:
-        The table ``slide_id, folds, pred, prob_<class>…`` (S rows), the folds used, the CSV.
+        The table ``slide_id, folds, pred, prob_<class>…`` (S rows; survival: ``risk,
+        surv_bin<k>…``, each fold's model on its own time bins, averaged; regression: ``pred``
+        in the target's units), the folds used, the CSV.
     """
     from srmil.bags.readers import find_bags
     from srmil.storage import write_csv
@@ -48,8 +50,8 @@ def predict(run: PathLike, bags: PathLike, out: PathLike | None = None, fold: in
     found = find_bags(bags)
     data = BagDataset(list(found.values()), list(found), None, rd.graph_config(),
                       nets[0].uses_graph, nets[0].in_dim, cache=len(nets) > 1)
-    probs = ensemble([predict_proba(net, data)[0] for net in nets])  # (S, C)
-    table = prediction_table(data, probs, classes)
+    probs = ensemble([predict_proba(net, data)[0] for net in nets])  # (S, C) or task outputs
+    table = prediction_table(data, probs, classes, task=nets[0].task)
     folds = [k for k, _ in models]
     table.insert(1, "folds", ",".join(str(k) for k in folds))
     path = None
@@ -75,15 +77,14 @@ def evaluate(run: PathLike, labels: PathLike | None = None, bags: PathLike | Non
         Metrics per fold (and of the fold ensemble on an external cohort), the predictions,
         and warnings (e.g. slides of the "external" cohort that the run trained on).
     """
-    import numpy as np
     import pandas as pd
 
     from srmil.bags.cohort import load_cohort
     from srmil.storage import write_csv, write_json
+    from srmil.tasks import ClassificationTask
     from srmil.training.data import BagDataset
     from srmil.training.inference import ensemble
     from srmil.training.loop import predict_proba, prediction_table
-    from srmil.training.metrics import classification_metrics
     from srmil.training.rundir import RunDir
 
     if (labels is None) != (bags is None):
@@ -98,7 +99,9 @@ def evaluate(run: PathLike, labels: PathLike | None = None, bags: PathLike | Non
     bags = bags or rd.data().get("features")
     if not labels or not bags:
         raise SrmilError("the run does not record its data; give --labels and --bags", run)
-    cohort = load_cohort(labels, bags, classes=classes)
+    task_name = rd.config().task
+    cohort = load_cohort(labels, bags, classes=classes, task=task_name,
+                         strata=rd.config().regression.strata)
     splits = rd.splits()
     warnings: list[str] = []
     if external:
@@ -123,16 +126,17 @@ def evaluate(run: PathLike, labels: PathLike | None = None, bags: PathLike | Non
         if not ids:
             raise SrmilError(f"fold {k}: no slide to evaluate", run)
         data = pool.subset(ids)
-        probs, _ = predict_proba(net, data)  # (S, C)
-        results[f"fold_{k}"] = classification_metrics(np.asarray(data.targets), probs,
-                                                      len(classes))
-        t = prediction_table(data, probs, classes)
+        probs, _ = predict_proba(net, data)  # (S, C) or the task's outputs
+        task = net.task or ClassificationTask(classes)
+        results[f"fold_{k}"] = task.metrics(data.targets, probs)
+        t = prediction_table(data, probs, classes, task=net.task)
         t.insert(1, "fold", k)
         tables.append(t)
         probs_all.append(probs)
     if external and len(probs_all) > 1:
-        targets = rows.loc[tables[0].slide_id, "target"].to_numpy()
-        results["ensemble"] = classification_metrics(targets, ensemble(probs_all), len(classes))
+        targets = rows.loc[tables[0].slide_id, "target"].tolist()
+        task = net0.task or ClassificationTask(classes)
+        results["ensemble"] = task.metrics(targets, ensemble(probs_all))
     predictions = pd.concat(tables, ignore_index=True)
     if out is not None:
         write_json(Path(out) / "metrics.json", results)

@@ -93,13 +93,13 @@ class CompareResult:
         table: one row per spec (``comparison.csv``).
         markdown: the same as a markdown table (``comparison.md``).
         comparison: the comparison directory (paths, one :class:`RunDir` per spec).
-        roc: the pooled test ROC figure.
+        roc: the pooled test ROC figure (``None`` for survival and regression).
     """
 
     table: pd.DataFrame
     markdown: str
     comparison: ComparisonDir
-    roc: Path
+    roc: Path | None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ progress through :mod:`logging` (logger ``srmil``); none prints or exits.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -76,7 +77,8 @@ def check(bags: PathLike, labels: PathLike | None = None, folds: int | None = 5,
 
 
 def load_training_cohort(labels: PathLike, bags: PathLike, split: SplitConfig = SplitConfig(),
-                         splits: PathLike | None = None) -> tuple[Cohort, pd.DataFrame]:
+                         splits: PathLike | None = None, task: str = "auto", strata: int = 4,
+                         ) -> tuple[Cohort, pd.DataFrame]:
     """The cohort (refused on any error :func:`check` would report) and its folds.
 
     Args:
@@ -84,11 +86,13 @@ def load_training_cohort(labels: PathLike, bags: PathLike, split: SplitConfig = 
         bags: directory of bags.
         split: how to make the folds when ``splits`` is not given.
         splits: reuse saved splits (srmil ``splits.csv`` or CLAM ``splits_<k>.csv``).
+        task: ``auto`` (from the labels' columns, logged) or a task name.
+        strata: regression: folds stratified by this many target quantiles.
     """
     from srmil.bags.cohort import load_cohort
     from srmil.bags.splits import make_splits, read_splits
 
-    cohort = load_cohort(labels, bags)
+    cohort = load_cohort(labels, bags, task=task, strata=strata)
     errors = [p for p in cohort.problems() if p.is_error]
     if errors:
         raise CohortError(errors[0].message, errors[0].path)
@@ -102,7 +106,8 @@ def _run(labels: PathLike, bags: PathLike, out: PathLike, cfg: RunConfig,
     from srmil.training.crossval import run_folds  # Lightning: lazily
     from srmil.training.rundir import RunDir
 
-    cohort, table = load_training_cohort(labels, bags, cfg.split, splits)
+    cohort, table = load_training_cohort(labels, bags, cfg.split, splits, cfg.task,
+                                         cfg.regression.strata)
     summary = run_folds(out, cohort, table, cfg, folds=folds, resume=resume)
     run = RunDir(Path(out).absolute())  # still the run if the caller changes directory
     return RunResult(run, summary, run.summary_table())
@@ -166,14 +171,18 @@ def compare(labels: PathLike, bags: PathLike, out: PathLike, specs: list[str],
     if base.model_config:
         raise ConfigError("model settings go into the specs (e.g. srmil:mask_rate=0.5), "
                           "not --set model.*")
-    cohort, table = load_training_cohort(labels, bags, base.split, splits)
+    cohort, table = load_training_cohort(labels, bags, base.split, splits, base.task,
+                                         base.regression.strata)
+    base = dataclasses.replace(base, task=cohort.task)
     result = compare_specs(out, specs, cohort, table, base, reference, resume)
     cmp = ComparisonDir(Path(out).absolute())
     folds = sorted(table["fold"].unique().tolist())
-    curves = {s: pooled(cmp.run(s).predictions("test", folds)) for s in specs}
-    roc = roc_figure(curves, cmp.roc_path)
+    roc = None
+    if cohort.task == "classification":  # ROC curves need classes
+        curves = {s: pooled(cmp.run(s).predictions("test", folds)) for s in specs}
+        roc = roc_figure(curves, cmp.roc_path)
     ref = (cmp.setup() or {}).get("reference", specs[0])
-    return CompareResult(result, format_markdown(result, ref), cmp, roc)
+    return CompareResult(result, format_markdown(result, ref, cohort.task), cmp, roc)
 
 
 def demo(out: PathLike = "demo_out", seed: int = 0, epochs: int = DEMO_EPOCHS,
@@ -246,7 +255,7 @@ def models() -> list[ModelInfo]:
 
 def resolve_run_config(model: str | None = None, config: PathLike | None = None,
                        sets: list[str] = (), train: dict[str, Any] | None = None,
-                       folds: int | None = None) -> RunConfig:
+                       folds: int | None = None, task: str | None = None) -> RunConfig:
     """A :class:`RunConfig` from a config file < explicit settings < ``key=value`` overrides.
 
     Args:
@@ -255,6 +264,7 @@ def resolve_run_config(model: str | None = None, config: PathLike | None = None,
         sets: ``section.key=value`` overrides (``model.mask_rate=0.5``, ``train.lr=1e-4``).
         train: training settings (``epochs``, ``seed``, ``accelerator``…); ``None`` values skipped.
         folds: number of folds.
+        task: ``auto`` | ``classification`` | ``survival`` | ``regression``.
 
     Raises:
         ConfigError: unknown or ill-typed keys.
@@ -270,6 +280,8 @@ def resolve_run_config(model: str | None = None, config: PathLike | None = None,
     data["train"] = tr
     if folds is not None:
         data["split"] = {**data.get("split", {}), "folds": folds}
+    if task is not None:
+        data["task"] = task
     name = data.get("model", RunConfig().model)
     for item in sets:
         if item.split("=", 1)[0].strip() == "model":

@@ -20,15 +20,39 @@ from srmil.errors import CohortError, Problem, exc_line
 REQUIRED_COLUMNS = ("slide_id", "label")
 
 
-def read_labels(path: str | os.PathLike, classes: list[str] | None = None) -> pd.DataFrame:
+def label_task(columns: list[str], task: str = "auto",
+               source: str | os.PathLike | None = None) -> str:
+    """The task of a labels CSV: ``task`` itself, or with ``auto`` the one its columns
+    describe (:func:`srmil.tasks.infer_task`; classification when none fits, so the missing
+    ``label`` column is what is reported)."""
+    from srmil.tasks import TASKS, infer_task
+
+    if task != "auto":
+        return TASKS.get(task).name
+    try:
+        return infer_task(columns, source)
+    except CohortError:
+        return "classification"
+
+
+def read_labels(path: str | os.PathLike, classes: list[str] | None = None,
+                task: str = "auto", strata: int = 4) -> pd.DataFrame:
     """Read and validate a labels CSV; ids and labels are read as strings.
 
     ``case_id`` defaults to ``slide_id`` when the column is absent (one slide per patient).
+    Survival and regression labels (``task``, or inferred from the columns) are checked by
+    their task (:meth:`srmil.tasks.Task.parse_labels`), which sets ``label`` to the stratum
+    the folds balance (event status; target quantile ``q1…`` of ``strata``) and ``target``
+    to what the model learns (``(time, event)``; the value). The task is ``df.attrs["task"]``.
 
     Raises:
         CohortError: missing file or column, empty ids or labels, duplicate slide_id, or a
-            label outside ``classes`` when those are given.
+            label outside ``classes`` when those are given; for survival and regression, a
+            missing, empty, non-numeric, negative (time) or non-0/1 (event) value, naming the
+            line.
     """
+    from srmil.tasks import TASKS
+
     p = Path(path)
     if not p.is_file():
         raise CohortError("no such file", p)
@@ -37,14 +61,17 @@ def read_labels(path: str | os.PathLike, classes: list[str] | None = None) -> pd
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CohortError(f"cannot parse as CSV: {exc_line(exc)}", p) from None
     df.columns = [c.strip() for c in df.columns]
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    name = label_task(list(df.columns), task, p)
+    required = REQUIRED_COLUMNS if name == "classification" else ("slide_id",)
+    missing = [c for c in required if c not in df.columns]
     if missing:
         raise CohortError(
             f"missing column(s) {', '.join(missing)}; found: {', '.join(df.columns)}", p
         )
     if "case_id" not in df.columns:
         df.insert(1, "case_id", df["slide_id"])
-    for col in ("slide_id", "case_id", "label"):
+    for col in ("slide_id", "case_id", "label") if name == "classification" else ("slide_id",
+                                                                                    "case_id"):
         df[col] = df[col].str.strip()
         empty = df.index[df[col] == ""]
         if len(empty):
@@ -52,14 +79,18 @@ def read_labels(path: str | os.PathLike, classes: list[str] | None = None) -> pd
     dup = df["slide_id"][df["slide_id"].duplicated()]
     if len(dup):
         raise CohortError(f"duplicate slide_id {dup.iloc[0]!r} ({len(dup)} duplicates)", p)
-    if classes is not None:
+    if name != "classification":
+        df = TASKS.get(name).parse_labels(df, p, strata=strata)
+    elif classes is not None:
         unknown = sorted(set(df["label"]) - set(classes))
         if unknown:
             raise CohortError(
                 f"unknown label(s) {', '.join(map(repr, unknown))}; known classes: "
                 f"{', '.join(classes)}", p,
             )
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    df.attrs["task"] = name
+    return df
 
 
 def class_map(labels: pd.Series | list[str]) -> list[str]:
@@ -85,6 +116,7 @@ class Cohort:
     features_path: Path
     missing: list[str] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)
+    task: str = "classification"  # classification | survival | regression (srmil.tasks)
 
     def problems(self) -> list[Problem]:
         out = []
@@ -104,6 +136,14 @@ class Cohort:
             ))
         if self.slides.empty:
             out.append(Problem("error", "no labelled slide has a bag", self.labels_path))
+        elif self.task == "survival":
+            if not (self.slides["label"] == "event").any():
+                out.append(Problem("error", "no observed event among the slides with a bag: "
+                                   "survival needs events", self.labels_path))
+        elif self.task == "regression":
+            if self.slides["target"].astype(float).nunique() < 2:
+                out.append(Problem("error", "the target takes a single value; regression "
+                                   "needs at least two", self.labels_path))
         elif len(self.classes) < 2:
             out.append(Problem(
                 "error", f"only one class ({self.classes[0]!r}); need at least two",
@@ -120,16 +160,21 @@ class Cohort:
 
 
 def load_cohort(
-    labels: str | os.PathLike, features: str | os.PathLike, classes: list[str] | None = None
+    labels: str | os.PathLike, features: str | os.PathLike, classes: list[str] | None = None,
+    task: str = "auto", strata: int = 4,
 ) -> Cohort:
     """Match a labels CSV to a features directory (or one bag file).
 
     Args:
-        labels: CSV with ``slide_id``, ``label`` and usually ``case_id``.
+        labels: CSV with ``slide_id``, ``label`` (or the survival / regression columns) and
+            usually ``case_id``.
         features: directory of ``<slide_id>.h5`` / ``<slide_id>.pt`` bags, or one bag file.
-        classes: fixed class order (e.g. from a checkpoint); default sorted label names.
+        classes: fixed class order (e.g. from a checkpoint); default sorted label names (for
+            survival and regression: the strata).
+        task: ``auto`` (from the columns) or a task name; ``strata``: regression quantiles.
     """
-    df = read_labels(labels, classes)
+    df = read_labels(labels, classes, task, strata)
+    name = df.attrs.get("task", "classification")
     bags = find_bags(features)
     fp = Path(features)
     if fp.is_file():  # a single bag checks against its own row only
@@ -138,9 +183,12 @@ def load_cohort(
     missing = df.loc[~has_bag, "slide_id"].tolist()
     unlabelled = sorted(set(bags) - set(df["slide_id"]))
     slides = df[has_bag].copy()
-    cls = list(classes) if classes is not None else class_map(df["label"])
-    slides.insert(3, "target", slides["label"].map({c: i for i, c in enumerate(cls)}))
+    if name == "classification":
+        cls = list(classes) if classes is not None else class_map(df["label"])
+        slides.insert(3, "target", slides["label"].map({c: i for i, c in enumerate(cls)}))
+    else:  # ``target`` set by the task; the strata stand in for classes
+        cls = class_map(df["label"])
     slides["path"] = slides["slide_id"].map(lambda s: str(bags[s]))
     return Cohort(
-        slides.reset_index(drop=True), cls, Path(labels), fp, missing, unlabelled
+        slides.reset_index(drop=True), cls, Path(labels), fp, missing, unlabelled, name
     )

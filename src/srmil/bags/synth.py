@@ -9,6 +9,12 @@ and a shared "tumour" direction added to the tumour-like patches.
   one distribution in both classes, so a model that ignores space sits at chance.
 - ``instance``: ``tumour`` slides have tumour-like patches (clustered or scattered), ``normal``
   slides have none, so patch content alone decides.
+- ``survival`` / ``regression``: every slide has the same share of tumour-like patches; a
+  patient-level score ρ ~ U(0, 1) is the share of them gathered in one compact focus (the rest
+  scattered), i.e. the relative size of the largest cluster. Survival: event time exponential
+  with log-hazard ``effect · z`` (z = ρ standardised) and uniform random censoring tuned to
+  ``censoring``; regression: ``target = effect · z + target_noise · N(0, 1)``. Patch content is
+  the same whatever ρ, so only a model that sees the arrangement can beat chance.
 
 Calibration: with a tissue-type spread that is large against the tumour shift, no learned model
 beats chance even though an oracle does; the defaults keep the shift (3σ along one direction)
@@ -31,7 +37,9 @@ from srmil.config import SynthConfig, to_dict
 from srmil.errors import ConfigError, SrmilError
 from srmil.storage import write_csv, write_json
 
-VARIANT_CLASSES = {"spatial": ("clustered", "scattered"), "instance": ("normal", "tumour")}
+VARIANT_CLASSES = {"spatial": ("clustered", "scattered"), "instance": ("normal", "tumour"),
+                   "survival": ("censored", "event"), "regression": ()}
+CONTINUOUS = ("survival", "regression")  # a patient-level score ρ drives the outcome
 ENCODER_NAME = "synth"
 
 
@@ -46,6 +54,7 @@ class SyntheticSlide:
     features: np.ndarray
     tumour: np.ndarray
     level0_magnification: int
+    score: float = 0.0  # survival / regression: the patient's ρ (share of tumour in one focus)
 
 
 def _tissue_cells(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -82,6 +91,41 @@ def _scattered(rng: np.random.Generator, n: int, m: int) -> np.ndarray:
     mask = np.zeros(n, dtype=bool)
     mask[rng.choice(n, size=m, replace=False)] = True
     return mask
+
+
+def _partly_clustered(rng: np.random.Generator, cells: np.ndarray, m: int, rho: float
+                      ) -> np.ndarray:
+    """m tumour cells: round(ρ·m) in one compact focus, the rest scattered outside it."""
+    k = int(round(rho * m))
+    mask = _clustered(rng, cells, k) if k else np.zeros(len(cells), dtype=bool)
+    rest = np.flatnonzero(~mask)
+    mask[rng.choice(rest, size=min(m - k, len(rest)), replace=False)] = True
+    return mask
+
+
+def outcomes(cfg: SynthConfig, slides: list[SyntheticSlide]) -> pd.DataFrame:
+    """Patient-level outcomes of a ``survival`` / ``regression`` cohort, one row per slide
+    (slides of a case share them): ``time``, ``event`` or ``target``, and the true ``score``."""
+    rng = np.random.default_rng([cfg.seed, 7])
+    cases = sorted({s.case_id for s in slides})
+    rho = pd.Series({s.case_id: s.score for s in slides})[cases].to_numpy()
+    z = (rho - rho.mean()) / (rho.std() + 1e-12)
+    if cfg.variant == "regression":
+        y = cfg.effect * z + cfg.target_noise * rng.standard_normal(len(cases))
+        per_case = pd.DataFrame({"target": np.round(y, 4)}, index=cases)
+    else:
+        t_event = rng.exponential(1.0 / np.exp(cfg.effect * z)) * 24  # months-like scale
+        u = rng.uniform(0, 1, len(cases))
+        lo, hi = 1e-6, float(t_event.max()) * 50  # censoring time U(0, c_max): tune c_max
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if (u * mid < t_event).mean() > cfg.censoring else (lo, mid)
+        t_cens = u * hi
+        event = (t_event <= t_cens).astype(int)
+        per_case = pd.DataFrame({"time": np.round(np.minimum(t_event, t_cens) + 0.001, 3),
+                                 "event": event}, index=cases)
+    per_case["score"] = np.round(rho, 4)
+    return per_case.loc[[s.case_id for s in slides]].reset_index(drop=True)
 
 
 def neighbour_fraction(cells: np.ndarray, mask: np.ndarray) -> float:
@@ -133,7 +177,9 @@ def generate(cfg: SynthConfig) -> tuple[list[SyntheticSlide], np.ndarray]:
         slide_case.extend([case] * k)
         case += 1
     slide_case = slide_case[: cfg.slides]
-    case_label = {c: classes[i % 2] for i, c in enumerate(rng.permutation(case))}
+    case_label = ({c: classes[i % 2] for i, c in enumerate(rng.permutation(case))}
+                  if cfg.variant not in CONTINUOUS else dict.fromkeys(range(case), ""))
+    case_score = rng.uniform(0, 1, case)  # ρ: share of the tumour patches in one focus
 
     slides = []
     for i, c in enumerate(slide_case):
@@ -143,7 +189,9 @@ def generate(cfg: SynthConfig) -> tuple[list[SyntheticSlide], np.ndarray]:
         types = _tissue_types(rng, cells, cfg.tissue_types)
         m = max(1, int(round(rng.uniform(*cfg.tumour_fraction) * n)))
         m = min(m, n)
-        if cfg.variant == "spatial":
+        if cfg.variant in CONTINUOUS:
+            tumour = _partly_clustered(rng, cells, m, float(case_score[c]))
+        elif cfg.variant == "spatial":
             tumour = _clustered(rng, cells, m) if label == "clustered" else _scattered(rng, n, m)
         elif label == "tumour":
             tumour = _clustered(rng, cells, m) if rng.random() < 0.5 else _scattered(rng, n, m)
@@ -155,7 +203,7 @@ def generate(cfg: SynthConfig) -> tuple[list[SyntheticSlide], np.ndarray]:
         slides.append(SyntheticSlide(
             slide_id=f"synth_{i:04d}", case_id=f"case_{c:04d}", label=label,
             cells=cells + rng.integers(2, 40, size=2), features=x.astype(np.float32),
-            tumour=tumour, level0_magnification=mag,
+            tumour=tumour, level0_magnification=mag, score=float(case_score[c]),
         ))
     return slides, direction
 
@@ -163,6 +211,8 @@ def generate(cfg: SynthConfig) -> tuple[list[SyntheticSlide], np.ndarray]:
 def oracle(cfg: SynthConfig, slides: list[SyntheticSlide], direction: np.ndarray) -> dict:
     """Accuracy an oracle reaches: from the true tumour mask, and from thresholding the
     (unknown to models) tumour direction at half the shift."""
+    if cfg.variant in CONTINUOUS:
+        return _continuous_oracle(cfg, slides, direction)
     classes = VARIANT_CLASSES[cfg.variant]
     y = np.array([classes.index(s.label) for s in slides])
 
@@ -184,6 +234,30 @@ def oracle(cfg: SynthConfig, slides: list[SyntheticSlide], direction: np.ndarray
         "oracle_feature_threshold_accuracy": best_acc(feat_stat),
         "mean_pooling_oracle_accuracy": best_acc(mean_proj),
     }
+
+
+def _continuous_oracle(cfg: SynthConfig, slides: list[SyntheticSlide], direction: np.ndarray
+                       ) -> dict:
+    """What knowing the true score reaches (c-index or Pearson r), and what the tumour-like
+    patches' clustering (true mask) and their mean-pooled content reach, in sample."""
+    from scipy.stats import pearsonr
+
+    from srmil.training.metrics import harrell_c_index
+
+    out = outcomes(cfg, slides)
+    rho = out["score"].to_numpy()
+    clump = np.array([neighbour_fraction(s.cells, s.tumour) for s in slides])
+    mean_proj = np.array([float((s.features @ direction).mean()) for s in slides])
+    if cfg.variant == "regression":
+        y = out["target"].to_numpy()
+        return {"oracle_score_pearson": float(pearsonr(rho, y)[0]),
+                "oracle_true_mask_pearson": float(pearsonr(clump, y)[0]),
+                "mean_pooling_oracle_pearson": float(pearsonr(mean_proj, y)[0])}
+    t, e = out["time"].to_numpy(), out["event"].to_numpy().astype(bool)
+    return {"oracle_score_c_index": harrell_c_index(t, e, rho),
+            "oracle_true_mask_c_index": harrell_c_index(t, e, clump),
+            "mean_pooling_oracle_c_index": harrell_c_index(t, e, mean_proj),
+            "censored_share": float(1 - e.mean())}
 
 
 def write_cohort(cfg: SynthConfig, out: str | Path, overwrite: bool = False) -> dict:
@@ -219,11 +293,18 @@ def write_cohort(cfg: SynthConfig, out: str | Path, overwrite: bool = False) -> 
         "tumour_patches": [int(s.tumour.sum()) for s in slides],
         "level0_magnification": [s.level0_magnification for s in slides],
     })
+    if cfg.variant in CONTINUOUS:  # outcome columns instead of a class label
+        rows = pd.concat([rows.drop(columns="label").iloc[:, :2], outcomes(cfg, slides),
+                          rows.iloc[:, 3:]], axis=1)
+    counts = ({c: int((rows.label == c).sum()) for c in VARIANT_CLASSES[cfg.variant]}
+              if cfg.variant not in CONTINUOUS else
+              {"event": int(rows.event.sum()), "censored": int((1 - rows.event).sum())}
+              if cfg.variant == "survival" else {})
     summary = {
         "variant": cfg.variant,
         "slides": len(slides),
         "cases": int(rows.case_id.nunique()),
-        "classes": {c: int((rows.label == c).sum()) for c in VARIANT_CLASSES[cfg.variant]},
+        "classes": counts,
         "features_dir": str(feat_dir),
         "labels_csv": str(labels_csv),
         "config": to_dict(cfg),

@@ -17,7 +17,8 @@ from typing import Any
 # spelling → meaning (the first words of its help wherever it appears)
 VOCABULARY: dict[str, str] = {
     # data and runs
-    "--labels": "labels CSV: slide_id,case_id,label",
+    "--labels": "labels CSV: slide_id,case_id,label (survival: time,event or "
+                "survival_months,censorship; regression: target)",
     "--bags": "feature bags: a directory (*.h5, *.pt) or one bag file",
     "--run": "run directory (srmil train / cv)",
     "--out": "where the results go",
@@ -28,6 +29,8 @@ VOCABULARY: dict[str, str] = {
     "--model": "MIL model (see `srmil models`)",
     "--models": "comma-separated model specs NAME[:key=value…]",
     "--reference": "the spec the paired tests compare against",
+    "--task": "the task: auto (from the labels CSV's columns) | classification | survival | "
+              "regression",
     "--epochs": "training epochs",
     "--seed": "random seed",
     "--device": "where to compute: auto (a GPU when present, else the CPU) | cpu | gpu | "
@@ -155,6 +158,8 @@ def add_train_args(p: argparse.ArgumentParser, model: bool = True) -> None:
     """Training settings shared by train, cv and compare."""
     if model:
         flag(p, "--model", " (default srmil)", default=None)
+    flag(p, "--task", " (default auto)", default=None,
+         choices=["auto", "classification", "survival", "regression"])
     flag(p, "--epochs", " (default 100)", type=int, default=None)
     flag(p, "--seed", " (default 0)", type=int, default=None)
     flag(p, "--device", " (default auto)", default=None)
@@ -187,7 +192,7 @@ def run_config(args: argparse.Namespace, folds: int | None = None):
     return resolve_run_config(
         model=getattr(args, "model", None), config=args.config, sets=args.set,
         train={"epochs": args.epochs, "seed": args.seed, "accelerator": args.device},
-        folds=folds)
+        folds=folds, task=getattr(args, "task", None))
 
 
 class _StderrHandler(logging.Handler):

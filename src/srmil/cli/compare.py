@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
                          run_config(args, folds=args.folds), args.reference, args.splits,
                          args.resume)
     print(result.markdown)
-    print(f"comparison directory: {args.out} (comparison.csv, comparison.md, "
-          "comparison_roc.png)", file=sys.stderr)
+    roc = ", comparison_roc.png" if result.roc is not None else ""
+    print(f"comparison directory: {args.out} (comparison.csv, comparison.md{roc})",
+          file=sys.stderr)
     return 0 if len(result.table) else 1

@@ -18,6 +18,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _fmt(name: str, m: dict) -> str:
+    if "c_index" in m:  # survival
+        return (f"{name:<12} n={m['n']:<5} events {m['events']:<4} c-index {m['c_index']:.3f}  "
+                f"Uno {m['c_index_uno']:.3f}  td-AUC {m['td_auc']:.3f}  IBS {m['ibs']:.3f}")
+    if "mae" in m:  # regression
+        return (f"{name:<12} n={m['n']:<5} MAE {m['mae']:.3f}  RMSE {m['rmse']:.3f}  "
+                f"R² {m['r2']:.3f}  Pearson {m['pearson']:.3f}  Spearman {m['spearman']:.3f}")
     return (f"{name:<12} n={m['n']:<5} AUC {m['auc']:.3f}  accuracy {m['accuracy']:.3f}  "
             f"balanced {m['balanced_accuracy']:.3f}  F1 {m['f1']:.3f}")
 

@@ -9,8 +9,9 @@ from srmil.cli.common import add_command, flag
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "predict", help="predict slide labels with a trained run",
-                    description="Class probabilities per slide. With several folds the "
-                    "probabilities are averaged over the folds' selected models "
+                    description="Class probabilities per slide (survival: risk and "
+                    "survival per time bin; regression: the value). With several folds the "
+                    "predictions are averaged over the folds' selected models "
                     "(an ensemble) unless --fold picks one.")
     flag(p, "--run", required=True)
     flag(p, "--bags", required=True)

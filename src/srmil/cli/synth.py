@@ -18,8 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "  OUT/synth.json      config + oracle accuracies\n"
         "  OUT/20x_224px_0px_overlap/features_synth/<slide_id>.h5")
     p.add_argument("out", help="output directory")
-    flag(p, "--variant", f" (default {d.variant})", choices=["spatial", "instance"],
-         default=d.variant)
+    flag(p, "--variant", f" (default {d.variant})",
+         choices=["spatial", "instance", "survival", "regression"], default=d.variant)
     flag(p, "--n-slides", f" (default {d.slides})", type=int, default=d.slides)
     flag(p, "--dim", f" (default {d.dim})", type=int, default=d.dim)
     flag(p, "--seed", f" (default {d.seed})", type=int, default=d.seed)
@@ -38,6 +38,20 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
 
 def format_summary(s: dict) -> str:
     classes = ", ".join(f"{k} {v}" for k, v in s["classes"].items())
+    if s["variant"] in ("survival", "regression"):
+        what = "c-index" if s["variant"] == "survival" else "Pearson r"
+        key = "c_index" if s["variant"] == "survival" else "pearson"
+        return "\n".join([
+            f"cohort     {s['variant']}: {s['slides']} slides, {s['cases']} cases"
+            + (f" ({classes})" if classes else ""),
+            f"labels     {s['labels_csv']}",
+            f"features   {s['features_dir']}  (dim {s['config']['dim']}, 20× and 40× scans "
+            "mixed)",
+            f"oracle     {what} {s['oracle_score_' + key]:.2f} knowing the true score, "
+            f"{s['oracle_true_mask_' + key]:.2f} from the true tumour patches' clustering",
+            f"           {s['mean_pooling_oracle_' + key]:.2f} from mean-pooled features "
+            "along the tumour direction (in-sample; ~chance)",
+        ])
     return "\n".join([
         f"cohort     {s['variant']}: {s['slides']} slides, {s['cases']} cases ({classes})",
         f"labels     {s['labels_csv']}",

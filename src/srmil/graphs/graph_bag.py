@@ -24,7 +24,8 @@ class GraphBag:
             self loop per patch (METHOD.md); empty (2, 0) for models that ignore space and bags
             without coordinates.
         slide_id: the slide.
-        y: class index, or ``None`` when unlabelled (prediction).
+        y: class index, survival ``(time, event)`` or regression value (the task's target),
+            or ``None`` when unlabelled (prediction).
         coords: (N, 2) coordinates as read (for heatmaps), or ``None``.
         neighbours: the patch graph as a padded neighbour table (the fast SRMIL path), built
             with the bag and cached with it; :meth:`neighbour_table` builds it when absent.
@@ -33,7 +34,7 @@ class GraphBag:
     x: Tensor
     edge_index: Tensor
     slide_id: str
-    y: int | None = None
+    y: int | tuple[float, ...] | float | None = None
     coords: Tensor | None = None
     neighbours: NeighbourTable | None = None
 

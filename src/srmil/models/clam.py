@@ -107,9 +107,28 @@ class CLAMSB(MILModel):
             total = total / self.n_classes
         return total
 
+    def label_free_instance_loss(self, h: Tensor, w: Tensor) -> Tensor:
+        """CLAM's in-the-class clustering term without a class (survival, regression): the
+        first instance head separates the top-k attended patches (positives) from the
+        bottom-k (negatives), so attention is still pushed towards a distinct patch set.
+
+        Args:
+            h: (N, hidden) patch embeddings.
+            w: (N,) attention weights.
+        """
+        top, bottom = self.select_instances(w)  # (k',), (k',)
+        k = top.shape[0]
+        idx = torch.cat([top, bottom])  # (2k',)
+        labels = torch.cat([h.new_ones(k), h.new_zeros(k)]).long()  # (2k',)
+        return F.cross_entropy(self.inst_heads[0](h[idx]), labels)
+
     def loss(self, bag: GraphBag, target: Tensor) -> dict[str, Tensor]:
+        """bag_weight·L_task + (1 − bag_weight)·L_instance (cross-entropy bag loss and the
+        class-driven instance loss for classification; the task loss and
+        :meth:`label_free_instance_loss` otherwise)."""
         h, z, w = self._pool(bag)
-        ce = F.cross_entropy(self.head(z)[None], target.view(1))
-        inst = self.instance_loss(h, w, int(target))
+        task = self.task_loss(self.head(z), target)
+        inst = (self.instance_loss(h, w, int(target)) if self.classifies
+                else self.label_free_instance_loss(h, w))
         bw = self.cfg.bag_weight
-        return {"total": bw * ce + (1.0 - bw) * inst, "ce": ce, "instance": inst}
+        return {"total": bw * task + (1.0 - bw) * inst, self.loss_name: task, "instance": inst}

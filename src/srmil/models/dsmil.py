@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from srmil.config import DSMILConfig
@@ -89,6 +88,8 @@ class DSMIL(MILModel):
     def _predict(self, s: dict[str, Tensor]) -> Tensor:
         if not self.cfg.average:
             return s["bag"]  # (C,)
+        if not self.classifies:  # hazard logits / a value: the mean of the two streams
+            return 0.5 * (s["bag"] + s["max"])  # (K,)
         p = 0.5 * (s["bag"].softmax(-1) + s["max"].softmax(-1))  # (C,)
         return p.clamp_min(torch.finfo(p.dtype).tiny).log()  # (C,)
 
@@ -106,8 +107,9 @@ class DSMIL(MILModel):
         return logits, s["attn"][:, int(logits.argmax())]
 
     def loss(self, bag: GraphBag, target: Tensor) -> dict[str, Tensor]:
+        """Mean of the task loss of both streams (cross-entropy for classification)."""
         s = self.streams(bag)
-        y = target.view(1)
-        ce_bag = F.cross_entropy(s["bag"][None], y)
-        ce_max = F.cross_entropy(s["max"][None], y)
-        return {"total": 0.5 * (ce_bag + ce_max), "ce_bag": ce_bag, "ce_max": ce_max}
+        l_bag = self.task_loss(s["bag"], target)
+        l_max = self.task_loss(s["max"], target)
+        p = self.loss_name
+        return {"total": 0.5 * (l_bag + l_max), f"{p}_bag": l_bag, f"{p}_max": l_max}

@@ -50,7 +50,6 @@ each distilled patch (added up when one is picked twice) and 0 for the others (s
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from srmil.config import DTFDConfig
@@ -151,6 +150,6 @@ class DTFD(MILModel):
     def loss(self, bag: GraphBag, target: Tensor) -> dict[str, Tensor]:
         t = self.tiers(bag)
         t1 = t["tier1"]  # (M', C)
-        tier1 = F.cross_entropy(t1, target.view(1).expand(t1.shape[0]))
-        tier2 = F.cross_entropy(t["tier2"][None], target.view(1))
+        tier1 = self.task_loss_rows(t1, target)  # every pseudo-bag carries the bag's target
+        tier2 = self.task_loss(t["tier2"], target)
         return {"total": tier1 + tier2, "tier1": tier1, "tier2": tier2}

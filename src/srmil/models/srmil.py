@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -414,11 +413,18 @@ class SRMIL(MILModel):
             rec = sce_from_cosine(cos, self.cfg.alpha)
         else:
             rec = x.new_zeros(())
-        ce_masked = F.cross_entropy(logits_m[None], y)
-        ce_full = F.cross_entropy(logits_f[None], y)
+        return self._objective(logits_m, logits_f, y, rec)
+
+    def _objective(self, out_m: Tensor, out_f: Tensor, y: Tensor, rec: Tensor
+                   ) -> dict[str, Tensor]:
+        """(2 − w_gen)·[(2 − w_ce)·L_task(masked) + w_ce·L_task(full)] + w_gen·L_rec; L_task
+        is the task's loss (cross-entropy for classification: ``ce_masked``, ``ce_full``)."""
+        l_masked = self.task_loss(out_m, y)
+        l_full = self.task_loss(out_f, y)
         w_gen, w_ce = self.cfg.w_gen, self.cfg.w_ce
-        total = (2 - w_gen) * ((2 - w_ce) * ce_masked + w_ce * ce_full) + w_gen * rec
-        return {"total": total, "ce_masked": ce_masked, "ce_full": ce_full, "rec": rec}
+        total = (2 - w_gen) * ((2 - w_ce) * l_masked + w_ce * l_full) + w_gen * rec
+        p = self.loss_name
+        return {"total": total, f"{p}_masked": l_masked, f"{p}_full": l_full, "rec": rec}
 
     # ---- the MILModel contract ----------------------------------------------------------
 
@@ -466,7 +472,8 @@ class SRMIL(MILModel):
 
         Args:
             bag: ``x`` (N, D), ``edge_index`` (2, E).
-            target: the class index (scalar or (1,) tensor, or int).
+            target: the class index (scalar or (1,) tensor, or int), or the task's target
+                (survival ``(time, event)``, regression value).
             mask: (K,) int64 distinct patch indices to mask; ``None`` draws ⌊mask_rate·N⌋.
 
         Returns:
@@ -481,7 +488,8 @@ class SRMIL(MILModel):
         if mask is None:
             mask = self.mask_nodes(x.shape[0], x.device)  # (K,)
         mask = mask.to(device=x.device, dtype=torch.long)
-        y = torch.as_tensor(target, device=x.device).view(1).long()  # (1,)
+        y = torch.as_tensor(target, device=x.device)
+        y = y.view(1).long() if self.classifies else y  # (1,) class index, or the task's
         if self.cfg.backend == "grid":
             return self._grid_loss(bag, y, mask)
         r_full, r_masked = self.reform_inputs(x, mask)  # (N, D), (N, D)
@@ -490,12 +498,7 @@ class SRMIL(MILModel):
         rec = self.reconstruction_loss(x, r_masked, bag.edge_index, mask)
         logits_m = self._logits(r_masked, bag.edge_index, ei_sup)  # (C,)
         logits_f = self._logits(r_full, bag.edge_index, ei_sup)  # (C,)
-        ce_masked = F.cross_entropy(logits_m[None], y)
-        ce_full = F.cross_entropy(logits_f[None], y)
-
-        w_gen, w_ce = self.cfg.w_gen, self.cfg.w_ce
-        total = (2 - w_gen) * ((2 - w_ce) * ce_masked + w_ce * ce_full) + w_gen * rec
-        return {"total": total, "ce_masked": ce_masked, "ce_full": ce_full, "rec": rec}
+        return self._objective(logits_m, logits_f, y, rec)
 
     def forward_scores(self, bag: GraphBag) -> tuple[Tensor, Tensor]:
         """Logits (C,) and :meth:`attention` (N,) from one encoder pass (grid backend; the PyG

@@ -104,7 +104,8 @@ def confusion_figure(y: np.ndarray, pred: np.ndarray, classes: list[str],
 
 def history_figure(histories: dict[int, pd.DataFrame], path: str | os.PathLike,
                    best: dict[int, int] | None = None) -> Path:
-    """Training curves: one panel per loss part (``train_*``), validation loss and AUC; one
+    """Training curves: one panel per loss part (``train_*``), validation loss and AUC (or
+    c-index, MAE); one
     line per fold, a dot on each fold's selected epoch.
 
     Args:
@@ -116,7 +117,8 @@ def history_figure(histories: dict[int, pd.DataFrame], path: str | os.PathLike,
     parts: list[str] = []
     for h in histories.values():
         parts += [c for c in h.columns if c.startswith("train_") and c not in parts]
-    panels = parts + [c for c in ("val_loss", "val_auc", "val_accuracy")
+    panels = parts + [c for c in ("val_loss", "val_auc", "val_accuracy", "val_c_index",
+                                  "val_mae")
                       if any(c in h for h in histories.values())]
     cols = min(3, max(len(panels), 1))
     rows = int(np.ceil(len(panels) / cols)) or 1

@@ -131,6 +131,52 @@ def _gallery(run: Path, out: Path, bags: Path | None, picks: list[pd.DataFrame],
     return "".join(parts)
 
 
+def _task_sections(rd: Any, tests: dict[int, pd.DataFrame], figs: Path, task: str
+                   ) -> list[str]:
+    """Survival: Kaplan–Meier curves of the test patients split at their fold's training
+    median risk, log-rank p. Regression: predicted vs true."""
+    from srmil.reports.task_figures import (
+        calibration_table,
+        km_figure,
+        risk_groups,
+        scatter_figure,
+    )
+
+    if not tests:
+        return []
+    if task == "regression":
+        png = scatter_figure(tests, figs / "scatter.png")
+        return ["<h2>Predicted vs true (test, per fold)</h2>"
+                + _img(png, "predicted vs true target")]
+    cuts = {k: float(m["train_risk_median"]) for k in tests
+            if (m := rd.metrics(k)) is not None and "train_risk_median" in m}
+    groups = risk_groups(tests, cuts)
+    png, p = km_figure(groups, figs / "km.png")
+    ptxt = "–" if np.isnan(p) else f"{p:.3g}"
+    counts = groups.groupby("group").agg(patients=("slide_id", "size"),
+                                         events=("event", "sum")).reset_index()
+    out = ["<h2>Kaplan–Meier curves of the risk groups (test, pooled)</h2><p>Each fold's test "
+           "slides split at the median predicted risk of that fold's training split "
+           f"(high above it); log-rank p = {ptxt}.</p>" + _img(png, "Kaplan-Meier curves")
+           + _table(counts)]
+    states = {k: rd.task_state(k) for k in tests}
+    if all(states.values()):
+        from srmil.tasks import task_of_state
+
+        fitted = {k: task_of_state(st, []) for k, st in states.items()}
+        horizon = float(np.median([t.horizons[1] for t in fitted.values()
+                                   if len(t.horizons) > 1] or [np.nan]))
+        if np.isfinite(horizon):
+            pred = np.concatenate([
+                fitted[k].survival_at(fitted[k].outputs_of(t), np.array([horizon]))[:, 0]
+                for k, t in tests.items()])
+            cal = calibration_table(groups, pred, horizon)
+            out.append(f"<h2>Calibration at t = {horizon:.3g}</h2><p>Mean predicted survival "
+                       "of each risk group at the median of the training splits' event times "
+                       "against the group's Kaplan–Meier estimate.</p>" + _table(cal))
+    return out
+
+
 def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
                  bags: str | os.PathLike | None = None, gallery: int = 3,
                  overwrite: bool = False) -> Path:
@@ -183,17 +229,26 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     if per_fold is not None:
         sections.append("<h2>Per-fold metrics</h2>" + _table(per_fold))
 
+    task = cfg.get("task", "classification")
+    if task in ("survival", "regression"):
+        sections += _task_sections(rd, tests, figs, task)
+        gallery = 0  # the confidence gallery ranks class probabilities (srmil heatmap draws
+        #              survival / regression maps)
+
     # class map
-    counts = pd.concat(tests.values())["label"].value_counts() if tests else pd.Series()
+    counts = pd.concat(tests.values())["label"].value_counts() if tests and task not in (
+        "survival", "regression") else pd.Series()
     cmap_rows = pd.DataFrame({"index": range(len(classes)), "class": classes,
                               "test slides (all folds)": [int(counts.get(c, 0))
                                                           for c in classes]})
-    sections.append("<h2>Class map</h2><p>Class index = sorted label order (classes.json); "
-                    "<code>prob_&lt;class&gt;</code> columns follow it.</p>" + _table(cmap_rows))
+    if task not in ("survival", "regression"):
+        sections.append("<h2>Class map</h2><p>Class index = sorted label order (classes.json); "
+                        "<code>prob_&lt;class&gt;</code> columns follow it.</p>"
+                        + _table(cmap_rows))
 
     # curves
     curves = {f"fold {k}": (t["target"].to_numpy(), _probs(t, classes))
-              for k, t in tests.items()}
+              for k, t in tests.items()} if task not in ("survival", "regression") else {}
     imgs = []
     if curves:
         pos = f" (positive: {classes[1]})" if len(classes) == 2 else " (micro-average)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,7 @@ class SlideScores:
     probs: np.ndarray
     folds: list[int]
     rule: str
+    task: Any = None  # the models' fitted task (None: classification)
 
 
 class RunScorer:
@@ -90,6 +92,6 @@ class RunScorer:
         if len(scores.scores) != bag.n_patches:
             raise SrmilError(f"the model gave {len(scores.scores)} scores for "
                              f"{bag.n_patches} patches", bag_path)
-        return SlideScores(bag, scores, probs, folds, rule)
+        return SlideScores(bag, scores, probs, folds, rule, nets[0].task)
 
 

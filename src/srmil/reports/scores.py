@@ -66,7 +66,8 @@ class PatchScores:
 
 def gradient_scores(model: MILModel, bag: GraphBag, target: int | None = None
                     ) -> tuple[np.ndarray, int]:
-    """Gradient × input of one class logit w.r.t. the patch features, summed over features.
+    """Gradient × input of one class logit w.r.t. the patch features, summed over features
+    (survival and regression: of the risk or the value, :meth:`srmil.tasks.Task.score`).
 
     Args:
         model: a model in eval mode (dropout off).
@@ -74,11 +75,14 @@ def gradient_scores(model: MILModel, bag: GraphBag, target: int | None = None
         target: class index; ``None`` uses the model's predicted class.
 
     Returns:
-        (scores (N,) float64, target class index).
+        (scores (N,) float64, target class index; ``None`` for survival and regression).
     """
     with torch.inference_mode(False), torch.enable_grad():
         x = bag.x.detach().clone().requires_grad_(True)  # (N, D)
         logits = model(GraphBag(x, bag.edge_index, bag.slide_id, bag.y, bag.coords))  # (C,)
+        if not model.classifies:  # survival risk / regression value: no class to pick
+            (grad,) = torch.autograd.grad(model.task.score(logits), x)  # (N, D)
+            return (grad * x).sum(dim=1).detach().double().cpu().numpy(), None
         c = int(logits.argmax()) if target is None else int(target)
         (grad,) = torch.autograd.grad(logits[c], x)  # (N, D)
         s = (grad * x).sum(dim=1)  # (N,)
@@ -142,7 +146,8 @@ def ensemble_scores(models: list[MILModel], bag: GraphBag, method: str = "auto"
     models give logits and attention from one forward pass each.
 
     Returns:
-        (scores, probabilities (C,) float64).
+        (scores, probabilities (C,) float64; survival / regression: the task's prediction
+        row, :meth:`srmil.tasks.Task.transform`).
     """
     kinds = {_kind(m, method) for m in models}
     if len(kinds) != 1:
@@ -157,9 +162,12 @@ def ensemble_scores(models: list[MILModel], bag: GraphBag, method: str = "auto"
                 atts.append(_attention_array(m, att))
             else:
                 logits = m(bag)  # (C,)
-            probs.append(logits.float().softmax(-1).double().cpu().numpy())
-    p = np.mean(probs, axis=0)  # (C,)
-    target = int(p.argmax())
+            if m.classifies:
+                probs.append(logits.float().softmax(-1).double().cpu().numpy())
+            else:  # the task's prediction row (risk and survival, or the value)
+                probs.append(m.task.transform(logits.float()))
+    p = np.mean(probs, axis=0)  # (C,) or (M,)
+    target = int(p.argmax()) if models[0].classifies else None
     if kind == ATTENTION:
         return PatchScores(np.mean(atts, axis=0), ATTENTION), p
     parts = [gradient_scores(m, bag, target)[0] for m in models]

@@ -103,10 +103,18 @@ def heatmap_slide(
     pct = rank_percentile(ps.scores)
     table = scores_table(bag.coords, ps.scores, pct)
     sid = out_dir.name
-    pred = int(np.argmax(scored.probs))
     what = ps.kind if ps.target is None else f"{ps.kind} (class {classes[ps.target]})"
-    title = (f"{sid}: predicted {classes[pred]} (p = {scored.probs[pred]:.2f})"
-             f"\n{model} {what}, {scored.rule}")
+    if scored.task is None:
+        pred = int(np.argmax(scored.probs))
+        said = f"predicted {classes[pred]} (p = {scored.probs[pred]:.2f})"
+        prediction = {"pred": classes[pred], **{f"prob_{c}": float(p) for c, p in
+                                                zip(classes, scored.probs, strict=True)}}
+    else:  # survival: risk (and survival per bin); regression: the value
+        said = scored.task.describe(scored.probs)
+        prediction = {"pred": float(scored.probs[0])}
+        if scored.task.name == "survival":
+            what += " of the risk"
+    title = f"{sid}: {said}\n{model} {what}, {scored.rule}"
     files = {"scores": "scores.csv", "heatmap": "heatmap.png", "top_bottom": "top_bottom.csv"}
     overwrite = True  # see the docstring: only heatmap.json marks finished work
     write_csv(out_dir / "scores.csv", table, overwrite)
@@ -117,8 +125,7 @@ def heatmap_slide(
     info: dict[str, Any] = {
         "slide_id": sid, "bag": str(bag.source), "patches": bag.n_patches, "kind": ps.kind,
         "target_class": None if ps.target is None else classes[ps.target],
-        "folds": scored.folds, "rule": scored.rule, "pred": classes[pred],
-        **{f"prob_{c}": float(p) for c, p in zip(classes, scored.probs, strict=True)},
+        "folds": scored.folds, "rule": scored.rule, **prediction,
         "norm": cfg.norm, "step": step, "patch_size_level0": size, "unit": bag.coord_unit,
         "slide": None if slide_path is None else str(slide_path),
     }

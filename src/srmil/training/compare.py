@@ -15,6 +15,7 @@ the same table. Each spec resumes model by model and fold by fold.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -29,9 +30,16 @@ from srmil.config import RunConfig, from_dict, parse_value, to_dict
 from srmil.errors import ConfigError, SrmilError
 from srmil.models.base import MODELS
 from srmil.storage import write_csv, write_json, write_text
-from srmil.training.crossval import SUMMARY_METRICS, probs_of, run_folds, with_defaults
+from srmil.tasks import TASKS
+from srmil.training.crossval import (
+    fold_tasks,
+    probs_of,
+    run_folds,
+    summary_metrics,
+    with_defaults,
+)
 from srmil.training.data import require_coords
-from srmil.training.metrics import paired_bootstrap
+from srmil.training.metrics import paired_bootstrap, paired_bootstrap_fn
 from srmil.training.rundir import ComparisonDir
 
 log = logging.getLogger(__name__)
@@ -109,62 +117,90 @@ def compare(
 
     for spec, (name, overrides) in zip(specs, parsed, strict=True):
         log.info("== %s", spec)
-        cfg = RunConfig(name, overrides, base.train, base.graph, base.split)
+        cfg = dataclasses.replace(base, model=name, model_config=overrides)
         run_folds(cmp.run(spec).path, cohort, splits, cfg, resume=True)
     table = comparison_table(out, specs, ref, len(cohort.classes), base.train.bootstrap,
-                             base.train.seed)
+                             base.train.seed, cohort.task)
     write_csv(cmp.table_csv, table, overwrite=True)
-    write_text(cmp.table_md, format_markdown(table, ref), overwrite=True)
+    write_text(cmp.table_md, format_markdown(table, ref, cohort.task), overwrite=True)
     write_text(cmp.done_path, "finished\n", overwrite=True)
     return table
 
 
 def comparison_table(out: Path, specs: list[str], ref: str, n_classes: int, n_boot: int,
-                     seed: int) -> pd.DataFrame:
+                     seed: int, task: str = "classification") -> pd.DataFrame:
     """One row per spec: mean ± std and 95 % CI per metric, and paired tests against ``ref``
-    on the test AUC (Wilcoxon signed-rank over folds; paired bootstrap of the difference)."""
-    preds, aucs, rows = {}, {}, []
+    on the task's key test metric (AUC; c-index for survival; MAE for regression): Wilcoxon
+    signed-rank over folds and a paired bootstrap of the difference on the same test slides.
+
+    Columns of the paired tests: ``<key>_diff_vs_ref`` (``auc_diff_vs_ref``,
+    ``c_index_diff_vs_ref``, ``mae_diff_vs_ref``), ``wilcoxon_p``, ``bootstrap_p``.
+    """
+    classify = task in ("auto", "classification")
+    metrics = summary_metrics(task)
+    key = "auc" if classify else TASKS.get(task).select_metric
+    preds, keys, rows, tasks = {}, {}, [], {}
     for spec in specs:
         run = ComparisonDir(out).run(spec)
         summary = run.summary() or {}
         per_fold = run.summary_table().set_index("fold").sort_index()
         folds = per_fold.index.tolist()
         preds[spec] = run.predictions("test", folds)
-        aucs[spec] = per_fold["test_auc"]  # full precision, by fold, for the paired test
+        if not classify:
+            tasks[spec] = fold_tasks(run.path, folds, task, run.classes())
+        keys[spec] = per_fold[f"test_{key}"]  # full precision, by fold, for the paired test
         row: dict[str, Any] = {"model": spec, "folds": len(folds)}
-        for m in SUMMARY_METRICS:
+        for m in metrics:
             e = summary["metrics"][f"test_{m}"]
             ci = e.get("ci95", [np.nan, np.nan])
             row.update({f"{m}_mean": e["mean"], f"{m}_std": e["std"],
                         f"{m}_ci_lo": ci[0], f"{m}_ci_hi": ci[1]})
-        row["per_fold_auc"] = ";".join(f"{v:.4f}" for v in aucs[spec])
+        row[f"per_fold_{key}"] = ";".join(f"{v:.4f}" for v in keys[spec])
         rows.append(row)
     table = pd.DataFrame(rows)
     ref_folds = preds[ref]
-    fa = [(ref_folds[k]["target"].to_numpy(), probs_of(ref_folds[k])) for k in ref_folds]
+    fa = ([(ref_folds[k]["target"].to_numpy(), probs_of(ref_folds[k])) for k in ref_folds]
+          if classify else [])
+    cols = [f"{key}_diff_vs_ref", "wilcoxon_p", "bootstrap_p"]
     for i, spec in enumerate(specs):
         if spec == ref:
-            table.loc[i, ["auc_diff_vs_ref", "wilcoxon_p", "bootstrap_p"]] = [0.0, np.nan, np.nan]
+            table.loc[i, cols] = [0.0, np.nan, np.nan]
             continue
         for k in ref_folds:
             if not ref_folds[k]["slide_id"].equals(preds[spec][k]["slide_id"]):
                 raise SrmilError(f"fold {k}: {spec} was tested on other slides than {ref}", out)
-        fb = [probs_of(preds[spec][k]) for k in ref_folds]
-        boot = paired_bootstrap(fa, fb, n_classes, "auc", n_boot, seed)
-        a = aucs[ref].reindex(list(ref_folds)).to_numpy(float)
-        b = aucs[spec].reindex(list(ref_folds)).to_numpy(float)
+        if classify:
+            fb = [probs_of(preds[spec][k]) for k in ref_folds]
+            boot = paired_bootstrap(fa, fb, n_classes, "auc", n_boot, seed)
+        else:
+            pairs = []
+            for k in ref_folds:
+                ta, tb = tasks[ref][k], tasks[spec][k]
+                a_t, b_t = ref_folds[k], preds[spec][k]
+                pairs.append((ta.metric_fn(key, ta.targets_of(a_t), ta.outputs_of(a_t)),
+                              tb.metric_fn(key, tb.targets_of(b_t), tb.outputs_of(b_t)),
+                              len(a_t)))
+            boot = paired_bootstrap_fn(pairs, n_boot, seed)
+        a = keys[ref].reindex(list(ref_folds)).to_numpy(float)
+        b = keys[spec].reindex(list(ref_folds)).to_numpy(float)
         d = a - b
         p = float(wilcoxon(a, b).pvalue) if np.any(d != 0) and np.isfinite(d).all() else np.nan
-        table.loc[i, ["auc_diff_vs_ref", "wilcoxon_p", "bootstrap_p"]] = [-boot["diff"], p,
-                                                                          boot["p"]]
+        table.loc[i, cols] = [-boot["diff"], p, boot["p"]]
     return table
 
 
-def format_markdown(table: pd.DataFrame, ref: str) -> str:
+def format_markdown(table: pd.DataFrame, ref: str, task: str = "classification") -> str:
     """The comparison as a markdown table (mean ± std [95 % CI])."""
-    head = ("| model | AUC | accuracy | balanced acc. | F1 | ΔAUC vs " + ref +
-            " | Wilcoxon p | bootstrap p |")
-    lines = [head, "|" + "---|" * 8]
+    classify = task in ("auto", "classification")
+    metrics = summary_metrics(task)
+    key = "auc" if classify else TASKS.get(task).select_metric
+    names = {"auc": "AUC", "accuracy": "accuracy", "balanced_accuracy": "balanced acc.",
+             "f1": "F1", "c_index": "c-index", "c_index_uno": "Uno's c", "td_auc": "td-AUC",
+             "ibs": "IBS", "mae": "MAE", "rmse": "RMSE", "r2": "R²", "pearson": "Pearson r",
+             "spearman": "Spearman ρ"}
+    head = ("| model | " + " | ".join(names[m] for m in metrics) + f" | Δ{names[key]} vs "
+            + ref + " | Wilcoxon p | bootstrap p |")
+    lines = [head, "|" + "---|" * (len(metrics) + 4)]
 
     def cell(r: pd.Series, m: str) -> str:
         s = f"{r[m + '_mean']:.3f} ± {r[m + '_std']:.3f}"
@@ -173,9 +209,9 @@ def format_markdown(table: pd.DataFrame, ref: str) -> str:
         return s
 
     for _, r in table.iterrows():
-        diff = "—" if r["model"] == ref else f"{r['auc_diff_vs_ref']:+.3f}"
+        diff = "—" if r["model"] == ref else f"{r[key + '_diff_vs_ref']:+.3f}"
         wp = "—" if not np.isfinite(r["wilcoxon_p"]) else f"{r['wilcoxon_p']:.3f}"
         bp = "—" if not np.isfinite(r["bootstrap_p"]) else f"{r['bootstrap_p']:.3f}"
-        lines.append(f"| {r['model']} | {cell(r, 'auc')} | {cell(r, 'accuracy')} | "
-                     f"{cell(r, 'balanced_accuracy')} | {cell(r, 'f1')} | {diff} | {wp} | {bp} |")
+        lines.append(f"| {r['model']} | " + " | ".join(cell(r, m) for m in metrics)
+                     + f" | {diff} | {wp} | {bp} |")
     return "\n".join(lines) + "\n"

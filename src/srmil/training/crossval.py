@@ -8,6 +8,7 @@ then with the very config it was started with.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,10 @@ from srmil.config import SECTIONS, RunConfig, from_dict, to_dict
 from srmil.errors import ConfigError, SrmilError
 from srmil.models.base import MODELS
 from srmil.storage import write_csv, write_json, write_text
+from srmil.tasks import TASKS, Task, make_task, task_of_state
 from srmil.training.data import BagDataset, bag_headers, first_dim, require_coords
 from srmil.training.loop import fit_fold
-from srmil.training.metrics import bootstrap_ci
+from srmil.training.metrics import bootstrap_ci, bootstrap_ci_fn
 from srmil.training.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ def with_defaults(saved: dict[str, Any], model: bool = True) -> dict[str, Any]:
     field this version does not know.
     """
     out = dict(saved)
+    out.setdefault("task", "classification")  # the only task before there was a choice
     for name, cls in SECTIONS.items():
         out[name] = to_dict(from_dict(cls, dict(saved.get(name) or {})))
     if model and saved.get("model") in MODELS.names():
@@ -104,11 +107,21 @@ def prepare_run(run_dir: Path, cfg: RunConfig, cohort: Cohort, splits: pd.DataFr
     return cfg
 
 
-def resolve_model_config(cfg: RunConfig) -> RunConfig:
-    """Fill ``model_config`` with every field of the model's Config (defaults resolved)."""
+def resolve_model_config(cfg: RunConfig, task: str | None = None) -> RunConfig:
+    """Fill ``model_config`` with every field of the model's Config (defaults resolved), and
+    ``task`` with the cohort's when it is ``auto``.
+
+    Raises:
+        ConfigError: an explicit task other than the cohort's.
+    """
     cls = MODELS.get(cfg.model)
     full = to_dict(from_dict(cls.Config, cfg.model_config))
-    return RunConfig(cfg.model, full, cfg.train, cfg.graph, cfg.split)
+    name = cfg.task
+    if task is not None:
+        if name not in ("auto", task):
+            raise ConfigError(f"task {name!r}, but the labels were read as {task!r}")
+        name = task
+    return dataclasses.replace(cfg, model_config=full, task=name)
 
 
 def run_folds(
@@ -121,7 +134,7 @@ def run_folds(
         The summary (per-fold metrics, mean ± std and 95 % bootstrap CIs).
     """
     run_dir = Path(run_dir)
-    cfg = resolve_model_config(cfg)
+    cfg = resolve_model_config(cfg, cohort.task)
     validate_splits(splits)
     folds = sorted(splits["fold"].unique().tolist()) if folds is None else folds
     missing = sorted(set(folds) - set(splits["fold"]))
@@ -154,7 +167,7 @@ def run_folds(
             run.fold_dir(k), cfg.model, cfg.model_config, in_dim, cohort.classes,
             pool.subset(parts["train"]), pool.subset(parts["val"]), pool.subset(parts["test"]),
             cfg.train,
-            resume=resume, desc=f"fold {k} ",
+            resume=resume, desc=f"fold {k} ", task=make_task(cfg.task, cfg, cohort.classes),
         )
     summary = summarise(run_dir, results, len(cohort.classes), cfg)
     write_text(run.done_path, "finished\n", overwrite=True)
@@ -171,29 +184,56 @@ def test_predictions(run_dir: str | Path, folds: list[int]) -> dict[int, pd.Data
     return RunDir(run_dir).predictions("test", folds)
 
 
+def summary_metrics(task: str) -> tuple[str, ...]:
+    """The summary's test metrics for a task name (classification: ``SUMMARY_METRICS``)."""
+    if task in ("auto", "classification"):
+        return SUMMARY_METRICS
+    return TASKS.get(task).summary_metrics
+
+
+def fold_tasks(run_dir: str | Path, folds: list[int], task: str, classes: list[str]
+               ) -> dict[int, Task]:
+    """Each fold's fitted task (``task.json``; classification needs none)."""
+    run = RunDir(run_dir)
+    if task in ("auto", "classification"):
+        return {k: task_of_state(None, classes) for k in folds}
+    return {k: task_of_state(run.task_state(k), classes) for k in folds}
+
+
 def summarise(run_dir: Path, results: dict[int, dict], n_classes: int,
               cfg: RunConfig) -> dict[str, Any]:
     """``summary.csv`` (one row per fold) and ``summary.json`` (mean ± std, 95 % CI)."""
+    metrics = summary_metrics(cfg.task)
     rows = []
     for k, r in sorted(results.items()):
         row = {"fold": k, "best_epoch": r["best_epoch"]}
         for part in ("test", "val"):
-            for m in SUMMARY_METRICS:
+            for m in metrics:
                 row[f"{part}_{m}"] = r.get(part, {}).get(m, np.nan)
         rows.append(row)
     table = pd.DataFrame(rows)
     run = RunDir(run_dir)
     write_csv(run.summary_csv, table, overwrite=True)
-    per_fold = [(t["target"].to_numpy(), probs_of(t))
-                for t in test_predictions(run_dir, sorted(results)).values() if len(t)]
+    preds = {k: t for k, t in test_predictions(run_dir, sorted(results)).items() if len(t)}
+    classify = cfg.task in ("auto", "classification")
+    if classify:
+        per_fold = [(t["target"].to_numpy(), probs_of(t)) for t in preds.values()]
+    else:
+        tasks = fold_tasks(run_dir, list(preds), cfg.task, run.classes())
     summary: dict[str, Any] = {"model": cfg.model, "folds": len(results), "metrics": {}}
-    for m in SUMMARY_METRICS:
+    if not classify:
+        summary["task"] = cfg.task
+    for m in metrics:
         v = table[f"test_{m}"].to_numpy(dtype=float)
         entry = {"mean": float(np.nanmean(v)) if np.isfinite(v).any() else np.nan,
                  "std": float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else np.nan}
-        if per_fold:
+        if preds and classify:
             entry["ci95"] = list(bootstrap_ci(per_fold, n_classes, m, cfg.train.bootstrap,
                                               cfg.train.seed))
+        elif preds:
+            fns = [(tasks[k].metric_fn(m, tasks[k].targets_of(t), tasks[k].outputs_of(t)),
+                    len(t)) for k, t in preds.items()]
+            entry["ci95"] = list(bootstrap_ci_fn(fns, cfg.train.bootstrap, cfg.train.seed))
         summary["metrics"][f"test_{m}"] = entry
     write_json(run.summary_json, summary, overwrite=True)
     return summary

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
+import numpy as np
 import torch
 
 from srmil.bags.bag import FeatureBag
@@ -88,7 +90,8 @@ class BagDataset(torch.utils.data.Dataset):
     Args:
         paths: bag files.
         slide_ids: the slides' ids (default: the file stems).
-        targets: class index per slide, or ``None`` for unlabelled prediction.
+        targets: per slide, the class index, survival ``(time, event)`` or regression value
+            (:mod:`srmil.tasks`), or ``None`` for unlabelled prediction.
         graph: graph settings; ``with_graph=False`` skips the graph (models that ignore space).
         expect_dim: feature dimension the model was built for; another one is an error.
         cache: keep every converted bag in memory.
@@ -97,7 +100,7 @@ class BagDataset(torch.utils.data.Dataset):
 
     def __init__(
         self, paths: list[str | Path], slide_ids: list[str] | None = None,
-        targets: list[int] | None = None, graph: GraphConfig = GraphConfig(),
+        targets: list[Any] | None = None, graph: GraphConfig = GraphConfig(),
         with_graph: bool = True, expect_dim: int | None = None, cache: bool = True,
         store: dict[str, GraphBag] | None = None,
     ) -> None:
@@ -114,7 +117,7 @@ class BagDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def load(self, i: int) -> GraphBag:
-        y = None if self.targets is None else int(self.targets[i])
+        y = None if self.targets is None else target_value(self.targets[i])
         return model_bag(read_bag(self.paths[i]), self.graph, self.expect_dim, self.with_graph,
                          y, self.slide_ids[i])
 
@@ -137,6 +140,16 @@ class BagDataset(torch.utils.data.Dataset):
             None if self.targets is None else [self.targets[i] for i in idx],
             self.graph, self.with_graph, self.expect_dim, self.cache, self._store,
         )
+
+
+def target_value(t: Any) -> Any:
+    """A bag's target as plain Python: a class index (int), a survival ``(time, event)`` pair
+    (floats) or a regression value (float)."""
+    if isinstance(t, (tuple, list, np.ndarray)):
+        return tuple(float(v) for v in t)
+    if isinstance(t, (float, np.floating)):
+        return float(t)
+    return int(t)
 
 
 def first_dim(paths: list[str | Path]) -> int:

@@ -10,6 +10,7 @@ import numpy as np
 from srmil.config import GraphConfig, from_dict
 from srmil.errors import SrmilError
 from srmil.models.base import MODELS, MILModel, create_model
+from srmil.tasks import task_of_state
 from srmil.training.checkpoint import load_weights, read_weights_meta
 from srmil.training.rundir import RunDir
 
@@ -44,7 +45,9 @@ def load_fold_model(fold_dir: Path, expect_model: str, classes: list[str]) -> MI
     if meta.get("classes") != classes:
         raise SrmilError(f"checkpoint classes {meta.get('classes')} differ from the run's "
                          f"{classes}", path)
-    net = create_model(name, int(meta["in_dim"]), int(meta["n_classes"]), meta["model_config"])
+    task = task_of_state(meta.get("task"), classes)  # survival bins, regression scale
+    net = create_model(name, int(meta["in_dim"]), int(meta["n_classes"]), meta["model_config"],
+                       task)
     load_weights(path, net)
     net.eval()
     return net
@@ -65,5 +68,6 @@ def graph_config(run: dict[str, Any]) -> GraphConfig:
 
 
 def ensemble(probs: list[np.ndarray]) -> np.ndarray:
-    """Mean of the folds' probabilities, (S, C)."""
+    """Mean of the folds' probabilities (S, C), or of their task outputs (survival: risk and
+    per-bin survival, each fold on its own bins; regression: the value)."""
     return np.mean(np.stack(probs), axis=0)

@@ -26,10 +26,10 @@ from srmil.config import TrainConfig, to_dict
 from srmil.errors import SrmilError, exc_line
 from srmil.models.base import MILModel, create_model
 from srmil.storage import write_csv, write_json, write_text
+from srmil.tasks import ClassificationTask, Task
 from srmil.training.checkpoint import load_state, load_weights, save_state, save_weights
 from srmil.training.data import BagDataset, prefetched
-from srmil.training.metrics import classification_metrics
-from srmil.training.selection import eligible, is_better, selection_key
+from srmil.training.selection import eligible, is_better
 
 log = logging.getLogger(__name__)
 
@@ -47,41 +47,48 @@ def make_fabric(cfg: TrainConfig) -> Fabric:
 
 @torch.inference_mode()
 def predict_proba(
-    net: MILModel, data: BagDataset, device: torch.device | str = "cpu"
+    net: MILModel, data: BagDataset, device: torch.device | str = "cpu", task: Task | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Eval-mode class probabilities.
+    """Eval-mode predictions: class probabilities, or the task's outputs
+    (:meth:`srmil.tasks.Task.transform`: survival risk and per-bin survival, regression value).
+
+    Args:
+        task: the fold's fitted task (default: the model's, classification when it has none).
 
     Returns:
-        probs (S, C) float64 and mean cross-entropy per slide (S,) (NaN when unlabelled).
+        outputs (S, M) float64 (classification: probabilities (S, C)) and the task loss per
+        slide (S,) (NaN when unlabelled).
     """
+    task = task or net.task
     net.eval()
     probs, losses = [], []
     for i in range(len(data)):
         bag = data[i].to(device)
-        logits = net(bag).float()  # (C,)
-        probs.append(logits.softmax(-1).cpu().numpy())
+        logits = net(bag).float()  # (K,)
+        if task is None:
+            probs.append(logits.softmax(-1).cpu().numpy())
+        else:
+            probs.append(task.transform(logits))
         if bag.y is not None:
-            t = torch.tensor([bag.y], device=logits.device)
-            losses.append(float(torch.nn.functional.cross_entropy(logits[None], t)))
+            t = torch.tensor([bag.y] if task is None else bag.y, device=logits.device)
+            losses.append(float(torch.nn.functional.cross_entropy(logits[None], t)
+                                if task is None else task.loss(logits, t)))
         else:
             losses.append(np.nan)
-    c = net.n_classes
-    return np.asarray(probs, dtype=np.float64).reshape(-1, c), np.asarray(losses)
+    m = net.n_classes if task is None else (probs[0].shape[0] if probs else net.n_classes)
+    return np.asarray(probs, dtype=np.float64).reshape(-1, m), np.asarray(losses)
 
 
 def prediction_table(data: BagDataset, probs: np.ndarray, classes: list[str],
-                     split: str | None = None) -> pd.DataFrame:
-    """``slide_id, [split], label, target, pred, prob_<class>…``."""
+                     split: str | None = None, task: Task | None = None) -> pd.DataFrame:
+    """``slide_id, [split], label, target, pred, prob_<class>…`` (classification), or the
+    task's columns (:meth:`srmil.tasks.Task.table`)."""
+    task = task or ClassificationTask(classes)
     df = pd.DataFrame({"slide_id": data.slide_ids})
     if split is not None:
         df["split"] = split
-    if data.targets is not None:
-        df["label"] = [classes[t] for t in data.targets]
-        df["target"] = data.targets
-    idx = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
-    df["pred"] = [classes[i] for i in idx]
-    for c, name in enumerate(classes):
-        df[f"prob_{name}"] = probs[:, c] if len(probs) else []
+    for col, values in task.table(probs, data.targets).items():
+        df[col] = values
     return df
 
 
@@ -99,9 +106,13 @@ def _set_rng_state(st: dict[str, Any]) -> None:
 
 
 def _meta(model_name: str, in_dim: int, classes: list[str], net: MILModel) -> dict[str, Any]:
-    """Metadata stored beside the weights: enough to rebuild the model without the run."""
-    return {"model": model_name, "in_dim": in_dim, "n_classes": len(classes), "classes": classes,
-            "model_config": to_dict(net.cfg), "srmil_version": __version__}
+    """Metadata stored beside the weights: enough to rebuild the model without the run (the
+    fitted task too, for survival and regression)."""
+    meta = {"model": model_name, "in_dim": in_dim, "n_classes": net.n_classes,
+            "classes": classes, "model_config": to_dict(net.cfg), "srmil_version": __version__}
+    if net.task is not None:
+        meta["task"] = net.task.state()
+    return meta
 
 
 def fit_fold(
@@ -116,8 +127,12 @@ def fit_fold(
     cfg: TrainConfig,
     resume: bool = False,
     desc: str = "",
+    task: Task | None = None,
 ) -> dict[str, Any]:
     """Train, select and test one fold; everything lands in ``fold_dir``.
+
+    ``task`` (default classification over ``classes``) is fitted here on the training split's
+    targets (survival time bins, regression standardisation) and saved as ``task.json``.
 
     Files: ``last.pt`` (every epoch), ``best.safetensors`` (on improvement), ``history.csv``,
     then ``predictions.csv`` (val and test), ``metrics.json`` and ``DONE`` (written last).
@@ -132,11 +147,17 @@ def fit_fold(
     if len(train) == 0 or len(val) == 0:
         raise SrmilError(f"{fold_dir.name}: the {'train' if len(train) == 0 else 'val'} split "
                          "is empty")
+    task = task or ClassificationTask(classes)
+    if task.name != "classification":
+        try:
+            task.fit(train.targets)
+        except SrmilError as exc:
+            raise SrmilError(str(exc), fold_dir) from None
     fold_dir.mkdir(parents=True, exist_ok=True)
     n_classes = len(classes)
     fabric = make_fabric(cfg)
     torch.manual_seed(cfg.seed)
-    net = create_model(model_name, in_dim, n_classes, model_overrides)
+    net = create_model(model_name, in_dim, task.out_dim, model_overrides, task)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.eta_min)
     model, opt = fabric.setup(net, opt)
@@ -159,12 +180,19 @@ def fit_fold(
                          {**_meta(model_name, in_dim, classes, net), "epoch": best["epoch"]})
     elif not resume and (last.exists() or (fold_dir / "best.safetensors").exists()):
         raise SrmilError("holds an unfinished fold; pass --resume to continue it", fold_dir)
+    if task.name != "classification":  # the same on resume: fitted on the same split
+        write_json(fold_dir / "task.json", task.state(), overwrite=True)
     meta = _meta(model_name, in_dim, classes, net)
     for name, data in (("val", val), ("test", test)):
-        absent = sorted(set(range(n_classes)) - set(data.targets or []))
-        if len(data) and absent:
-            log.warning("%s: the %s split has no slide of class(es) %s; its AUC is undefined "
-                        "(NaN)", fold_dir.name, name, ", ".join(classes[c] for c in absent))
+        if task.name == "classification":
+            absent = sorted(set(range(n_classes)) - set(data.targets or []))
+            if len(data) and absent:
+                log.warning("%s: the %s split has no slide of class(es) %s; its AUC is "
+                            "undefined (NaN)", fold_dir.name, name,
+                            ", ".join(classes[c] for c in absent))
+        elif task.name == "survival" and len(data) and not any(e for _, e in data.targets):
+            log.warning("%s: the %s split has no observed event; its c-index is undefined "
+                        "(NaN)", fold_dir.name, name)
     tty = sys.stderr.isatty() and log.isEnabledFor(logging.INFO)  # bars: terminals only
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
@@ -188,15 +216,14 @@ def fit_fold(
             bar.set_postfix({k: f"{v / step:.3f}" for k, v in sums.items()}, refresh=False)
         lr = opt.param_groups[0]["lr"]
         sched.step()
-        probs, losses = predict_proba(net, val, fabric.device)
-        vm = classification_metrics(np.asarray(val.targets), probs, n_classes)
+        probs, losses = predict_proba(net, val, fabric.device, net.task)
+        vm = task.metrics(val.targets, probs)
         row = {"epoch": epoch, "lr": lr,
                **{f"train_{k}": v / max(len(order), 1) for k, v in sums.items()},
-               "val_loss": float(np.nanmean(losses)), "val_accuracy": vm["accuracy"],
-               "val_auc": vm["auc"], "val_balanced_accuracy": vm["balanced_accuracy"],
-               "val_f1": vm["f1"], "seconds": time.perf_counter() - t0}
+               "val_loss": float(np.nanmean(losses)), **task.history(vm),
+               "seconds": time.perf_counter() - t0}
         history.append(row)
-        key = selection_key(vm["accuracy"], vm["auc"])
+        key = task.selection_key(vm)
         if eligible(epoch, cfg.epochs, cfg.select_after) and is_better(
             key, None if best is None else tuple(best["key"])
         ):
@@ -214,8 +241,12 @@ def fit_fold(
         write_csv(fold_dir / "history.csv", pd.DataFrame(history), overwrite=True)
         if not tty and log.isEnabledFor(logging.INFO):
             parts_txt = " ".join(f"{k}={v / max(len(order), 1):.3f}" for k, v in sums.items())
-            log.info("%sepoch %d/%d %s val_acc=%.3f val_auc=%.3f", desc, epoch + 1, cfg.epochs,
-                     parts_txt, vm["accuracy"], vm["auc"])
+            if task.name == "classification":
+                log.info("%sepoch %d/%d %s val_acc=%.3f val_auc=%.3f", desc, epoch + 1,
+                         cfg.epochs, parts_txt, vm["accuracy"], vm["auc"])
+            else:
+                log.info("%sepoch %d/%d %s val_%s=%.3f", desc, epoch + 1, cfg.epochs,
+                         parts_txt, task.select_metric, vm[task.select_metric])
     if best is None:
         raise SrmilError("no epoch was eligible for selection", fold_dir)
     if load_weights(fold_dir / "best.safetensors", net).get("epoch") != best["epoch"]:
@@ -225,9 +256,12 @@ def fit_fold(
     for name, data in (("val", val), ("test", test)):
         if len(data) == 0:
             continue
-        probs, _ = predict_proba(net, data, fabric.device)
-        out[name] = classification_metrics(np.asarray(data.targets), probs, n_classes)
-        tables.append(prediction_table(data, probs, classes, name))
+        probs, _ = predict_proba(net, data, fabric.device, net.task)
+        out[name] = task.metrics(data.targets, probs)
+        tables.append(prediction_table(data, probs, classes, name, task))
+    if task.name == "survival":  # the report's risk groups split at the training median
+        risk, _ = predict_proba(net, train, fabric.device, net.task)
+        out["train_risk_median"] = float(np.median(risk[:, 0]))
     write_csv(fold_dir / "predictions.csv", pd.concat(tables, ignore_index=True), overwrite=True)
     write_json(fold_dir / "metrics.json", out, overwrite=True)
     write_text(done, f"best epoch {best['epoch']}\n", overwrite=True)

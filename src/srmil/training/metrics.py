@@ -108,19 +108,9 @@ def bootstrap_ci(
         folds: (y (S,), prob (S, C)) per fold.
         metric: a key of :func:`classification_metrics` (``auc``, ``accuracy``…).
     """
-    rng = np.random.default_rng(seed)
-    means = []
-    for _ in range(n_boot):
-        vals = []
-        for y, p in folds:
-            idx = rng.integers(0, len(y), len(y))
-            vals.append(fast_metric(metric, y[idx], p[idx], n_classes))
-        if not np.isnan(vals).any():
-            means.append(np.mean(vals))
-    if len(means) < max(10, n_boot // 10):
-        return (np.nan, np.nan)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(lo), float(hi)
+    fns = [((lambda idx, y=y, p=p: fast_metric(metric, y[idx], p[idx], n_classes)), len(y))
+           for y, p in folds]
+    return bootstrap_ci_fn(fns, n_boot, seed)
 
 
 def paired_bootstrap(
@@ -140,23 +130,187 @@ def paired_bootstrap(
         ``diff`` (observed), ``ci95_lo``, ``ci95_hi`` and a two-sided ``p`` (twice the share of
         resamples on the other side of 0, at most 1).
     """
+    pairs = [((lambda idx, y=y, pa=pa: fast_metric(metric, y[idx], pa[idx], n_classes)),
+              (lambda idx, y=y, pb=pb: fast_metric(metric, y[idx], pb[idx], n_classes)),
+              len(y)) for (y, pa), pb in zip(folds_a, folds_b, strict=True)]
+    return paired_bootstrap_fn(pairs, n_boot, seed)
+
+
+# ---- survival and regression (srmil.tasks) -------------------------------------------------
+
+
+def harrell_c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
+    """Harrell's c-index by counting pairs: (i, j) is comparable when ``time_i < time_j`` and
+    i had the event; concordant when ``risk_i > risk_j``, ties in risk count one half.
+    Same value as scikit-survival's ``concordance_index_censored`` (without tied times);
+    NaN when no pair is comparable (e.g. no event).
+
+    Args:
+        time: (S,) follow-up times.
+        event: (S,) bool, event observed.
+        risk: (S,) predicted risk, higher = shorter survival.
+    """
+    time, event, risk = (np.asarray(a) for a in (time, event, risk))
+    comp = (time[:, None] < time[None, :]) & event.astype(bool)[:, None]  # (S, S)
+    n = comp.sum()
+    if n == 0:
+        return np.nan
+    diff = risk[:, None] - risk[None, :]
+    score = (diff > 0).astype(float) + 0.5 * (diff == 0)
+    return float((score * comp).sum() / n)
+
+
+def _surv(event: np.ndarray, time: np.ndarray) -> np.ndarray:
+    from sksurv.util import Surv
+
+    return Surv.from_arrays(event.astype(bool), time.astype(float))
+
+
+def survival_metrics(
+    time: np.ndarray, event: np.ndarray, risk: np.ndarray, surv_fn: Any,
+    train_time: np.ndarray, train_event: np.ndarray, horizons: list[float],
+    only: str | None = None,
+) -> dict[str, Any]:
+    """Survival metrics of one split (scikit-survival for the IPCW ones).
+
+    - ``c_index``: Harrell's (:func:`harrell_c_index`).
+    - ``c_index_uno``: Uno's IPCW c-index (censoring distribution from the training split;
+      this split's follow-up is cut just below the training split's longest time, where that
+      distribution can reach zero, for this and the next two).
+    - ``td_auc``: mean cumulative/dynamic AUC at the horizons inside this split's follow-up
+      (``td_auc_at``: per horizon, NaN outside it).
+    - ``ibs``: integrated Brier score of ``surv_fn`` over up to 10 times between the 10th and
+      80th percentiles of this split's times.
+
+    Each is NaN where undefined (no event, no comparable pair, follow-up too short).
+
+    Args:
+        time, event, risk: (S,) the split's times, events (bool) and predicted risks.
+        surv_fn: ``times (T,) → (S, T)`` predicted survival probabilities.
+        train_time, train_event: the training split's (for the censoring weights).
+        horizons: times of the time-dependent AUC.
+        only: compute just this metric (bootstrap resamples).
+    """
+    from sksurv.metrics import (
+        concordance_index_ipcw,
+        cumulative_dynamic_auc,
+        integrated_brier_score,
+    )
+
+    def want(m: str) -> bool:
+        return only is None or only == m
+
+    out: dict[str, Any] = {}
+    if only is None:
+        out.update(n=int(len(time)), events=int(np.sum(event)))
+    if want("c_index"):
+        out["c_index"] = harrell_c_index(time, event, risk)
+    if not (want("c_index_uno") or want("td_auc") or want("ibs")):
+        return out
+    ok = len(time) > 1 and bool(np.any(event)) and len(train_time) > 0
+    # the censoring weights come from the training split, whose Kaplan-Meier can be zero at its
+    # longest time: follow-up beyond (just below) it is cut there (administrative censoring)
+    tau = float(np.max(train_time)) * (1 - 1e-9) if len(train_time) else np.nan
+    beyond = time >= tau
+    t_cut, e_cut = np.where(beyond, tau, time), event.astype(bool) & ~beyond
+    s_train, s_test = (_surv(train_event, train_time), _surv(e_cut, t_cut)) if ok else (None,
+                                                                                          None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if want("c_index_uno"):
+            try:
+                out["c_index_uno"] = (float(concordance_index_ipcw(s_train, s_test, risk,
+                                                                   tau=tau)[0]) if ok else np.nan)
+            except (ValueError, ZeroDivisionError):
+                out["c_index_uno"] = np.nan
+        lo, hi = (float(np.min(t_cut)), float(np.max(t_cut))) if len(time) else (0, 0)
+        if want("td_auc"):
+            hs = np.asarray(horizons, dtype=float)
+            inside = (hs >= lo) & (hs < hi)
+            per = np.full(len(hs), np.nan)
+            if ok and inside.any():
+                try:
+                    per[inside] = cumulative_dynamic_auc(s_train, s_test, risk, hs[inside])[0]
+                except ValueError:
+                    pass
+            out["td_auc"] = float(np.nanmean(per)) if np.isfinite(per).any() else np.nan
+            if only is None:
+                out["td_auc_at"] = per.tolist()
+                out["horizons"] = hs.tolist()
+        if want("ibs"):
+            out["ibs"] = np.nan
+            if ok:
+                ts = np.unique(np.percentile(t_cut, np.linspace(10, 80, 10)))
+                ts = ts[(ts >= lo) & (ts < hi)]
+                if len(ts) >= 2:
+                    try:
+                        out["ibs"] = float(integrated_brier_score(s_train, s_test, surv_fn(ts),
+                                                                  ts))
+                    except ValueError:
+                        pass
+    return out
+
+
+def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """MAE, RMSE, R², Pearson's r and Spearman's ρ (NaN where undefined: < 2 slides or a
+    constant target or prediction), in the target's units."""
+    from scipy.stats import pearsonr, spearmanr
+
+    y, pred = np.asarray(y, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    out: dict[str, Any] = {"n": int(len(y))}
+    if len(y) == 0:
+        return {**out, **dict.fromkeys(("mae", "rmse", "r2", "pearson", "spearman"), np.nan)}
+    err = pred - y
+    out["mae"] = float(np.abs(err).mean())
+    out["rmse"] = float(np.sqrt((err**2).mean()))
+    ss = float(((y - y.mean()) ** 2).sum())
+    out["r2"] = float(1 - (err**2).sum() / ss) if ss > 0 else np.nan
+    varies = len(y) > 1 and np.ptp(y) > 0 and np.ptp(pred) > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out["pearson"] = float(pearsonr(y, pred)[0]) if varies else np.nan
+        out["spearman"] = float(spearmanr(y, pred)[0]) if varies else np.nan
+    return out
+
+
+def bootstrap_ci_fn(folds: list[tuple[Any, int]], n_boot: int = 1000, seed: int = 0
+                    ) -> tuple[float, float]:
+    """95 % bootstrap CI of a mean-over-folds metric, any task: each fold gives
+    ``(metric(idx) → float, n slides)``; slides are resampled within each fold, as
+    :func:`bootstrap_ci`."""
     rng = np.random.default_rng(seed)
-    observed = np.mean([fast_metric(metric, y, pa, n_classes) - fast_metric(metric, y, pb,
-                                                                               n_classes)
-                        for (y, pa), pb in zip(folds_a, folds_b, strict=True)])
+    means = []
+    for _ in range(n_boot):
+        vals = [fn(rng.integers(0, n, n)) for fn, n in folds]
+        if not np.isnan(vals).any():
+            means.append(np.mean(vals))
+    if len(means) < max(10, n_boot // 10):
+        return (np.nan, np.nan)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def paired_bootstrap_fn(folds: list[tuple[Any, Any, int]], n_boot: int = 1000, seed: int = 0
+                        ) -> dict[str, float]:
+    """Paired bootstrap of the mean-over-folds ``metric(a) − metric(b)``, any task: each fold
+    gives ``(metric_a(idx), metric_b(idx), n)`` on the same slides; one resample serves both.
+    Returns ``diff``, ``ci95_lo``, ``ci95_hi``, ``p`` as :func:`paired_bootstrap`."""
+    everyone = [np.arange(n) for _, _, n in folds]
+    observed = float(np.mean([fa(i) - fb(i) for (fa, fb, _), i in zip(folds, everyone,
+                                                                        strict=True)]))
+    rng = np.random.default_rng(seed)
     diffs = []
     for _ in range(n_boot):
         d = []
-        for (y, pa), pb in zip(folds_a, folds_b, strict=True):
-            idx = rng.integers(0, len(y), len(y))
-            d.append(fast_metric(metric, y[idx], pa[idx], n_classes)
-                     - fast_metric(metric, y[idx], pb[idx], n_classes))
+        for fa, fb, n in folds:
+            idx = rng.integers(0, n, n)
+            d.append(fa(idx) - fb(idx))
         if not np.isnan(d).any():
             diffs.append(np.mean(d))
     if len(diffs) < max(10, n_boot // 10):
-        return {"diff": float(observed), "ci95_lo": np.nan, "ci95_hi": np.nan, "p": np.nan}
+        return {"diff": observed, "ci95_lo": np.nan, "ci95_hi": np.nan, "p": np.nan}
     diffs = np.asarray(diffs)
     lo, hi = np.percentile(diffs, [2.5, 97.5])
     side = (diffs <= 0).mean() if observed > 0 else (diffs >= 0).mean()
-    return {"diff": float(observed), "ci95_lo": float(lo), "ci95_hi": float(hi),
+    return {"diff": observed, "ci95_lo": float(lo), "ci95_hi": float(hi),
             "p": float(min(1.0, 2 * side))}

@@ -242,6 +242,12 @@ class RunDir(_SplitsOwner):
             out[k] = t
         return out
 
+    def task_state(self, k: int) -> dict[str, Any] | None:
+        """Fold ``k``'s fitted task (``task.json``: survival bins, regression standardisation);
+        ``None`` for classification runs, which have none."""
+        path = self.fold_dir(k) / "task.json"
+        return _read_json(path) if path.is_file() else None
+
     def history(self, k: int) -> pd.DataFrame | None:
         p = self.fold_dir(k) / self.HISTORY
         return _read_csv(p) if p.exists() else None
