@@ -26,21 +26,25 @@ from srmil.config import TrainConfig, to_dict
 from srmil.errors import SrmilError, exc_line
 from srmil.models.base import MILModel, create_model
 from srmil.storage import write_csv, write_json, write_text
+from srmil.training.calibration import apply_temperature, fit_fold_temperature, scored
 from srmil.training.checkpoint import load_state, load_weights, save_state, save_weights
 from srmil.training.data import BagDataset
+from srmil.training.logs import close_loggers, epoch_end, make_loggers
 from srmil.training.metrics import classification_metrics
+from srmil.training.sampling import class_weights, epoch_order
 from srmil.training.selection import eligible, is_better, selection_key
 
 log = logging.getLogger(__name__)
 
 
-def make_fabric(cfg: TrainConfig) -> Fabric:
+def make_fabric(cfg: TrainConfig, loggers: list | None = None) -> Fabric:
     """Single-device Fabric; ``auto`` picks a GPU when one is present, else the CPU."""
     accelerator, devices = cfg.accelerator, 1
     if accelerator.startswith("cuda:") and accelerator[5:].isdigit():  # one named GPU
         accelerator, devices = "cuda", [int(accelerator[5:])]
     try:
-        return Fabric(accelerator=accelerator, devices=devices, precision=cfg.precision)
+        return Fabric(accelerator=accelerator, devices=devices, precision=cfg.precision,
+                      loggers=loggers)
     except (ValueError, RuntimeError, TypeError) as exc:  # unknown or unavailable accelerator
         raise SrmilError(f"accelerator {cfg.accelerator!r}: {exc_line(exc)}") from None
 
@@ -71,8 +75,11 @@ def predict_proba(
 
 def prediction_table(data: BagDataset, probs: np.ndarray, classes: list[str],
                      split: str | None = None) -> pd.DataFrame:
-    """``slide_id, [split], label, target, pred, prob_<class>…``."""
-    df = pd.DataFrame({"slide_id": data.slide_ids})
+    """``slide_id, [split], label, target, pred, prob_<class>…``; for patient bags
+    ``case_id, slides`` (the case's slides, ``;``-separated) instead of ``slide_id``."""
+    df = pd.DataFrame({getattr(data, "id_column", "slide_id"): data.slide_ids})
+    if hasattr(data, "members"):
+        df["slides"] = [";".join(data.members[c]) for c in data.slide_ids]
     if split is not None:
         df["split"] = split
     if data.targets is not None:
@@ -120,8 +127,15 @@ def fit_fold(
     """Train, select and test one fold; everything lands in ``fold_dir``.
 
     Files: ``last.pt`` (every epoch), ``best.safetensors`` (on improvement), ``history.csv``,
-    then ``predictions.csv`` (val and test), ``metrics.json`` and ``DONE`` (written last).
+    ``logs/`` (Lightning loggers), then ``calibration.json`` (``train.calibrate``),
+    ``predictions.csv`` (val and test), ``metrics.json`` and ``DONE`` (written last).
     A fold with ``DONE`` is returned as it is.
+
+    ``train.class_weights`` scale each bag's whole objective, ``parts["total"] · w[y]`` (mean
+    weight over the training bags 1): with one bag per step, a weighted cross-entropy with mean
+    reduction would divide the weight out again. For SRMIL the label-independent
+    reconstruction term is weighted with its bag, as the balanced sampler weights it in
+    expectation (:mod:`srmil.training.sampling`).
 
     Returns:
         The fold's metrics (``best_epoch``, ``val``, ``test``).
@@ -132,9 +146,11 @@ def fit_fold(
     if len(train) == 0 or len(val) == 0:
         raise SrmilError(f"{fold_dir.name}: the {'train' if len(train) == 0 else 'val'} split "
                          "is empty")
-    fold_dir.mkdir(parents=True, exist_ok=True)
     n_classes = len(classes)
-    fabric = make_fabric(cfg)
+    weights = class_weights(cfg, train.targets, classes)  # (C,) or None; before any write
+    epoch_order(cfg, train.targets, classes, 0)  # a class the sampler cannot draw: fail now
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    fabric = make_fabric(cfg, make_loggers(cfg, fold_dir))
     torch.manual_seed(cfg.seed)
     net = create_model(model_name, in_dim, n_classes, model_overrides)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -169,8 +185,7 @@ def fit_fold(
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         model.train()
-        order = (np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
-                 if cfg.shuffle else np.arange(len(train)))
+        order = epoch_order(cfg, train.targets, classes, epoch)
         sums: dict[str, float] = {}
         bar = tqdm(order, desc=f"{desc}epoch {epoch + 1}/{cfg.epochs}", unit="bag",
                    disable=not tty, leave=False, file=sys.stderr)
@@ -180,10 +195,15 @@ def fit_fold(
             with fabric.autocast():
                 parts = model.loss(bag, target)
             opt.zero_grad(set_to_none=True)
-            fabric.backward(parts["total"])
+            # the bag's whole objective is weighted (sampling.py says why not inside the loss)
+            fabric.backward(parts["total"] if weights is None
+                            else parts["total"] * float(weights[bag.y]))
             opt.step()
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            values = {k: float(v.detach()) for k, v in parts.items()}
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            fabric.log_dict({f"step/{k}": v for k, v in values.items()},
+                            step=epoch * len(order) + step)
             bar.set_postfix({k: f"{v / step:.3f}" for k, v in sums.items()}, refresh=False)
         lr = opt.param_groups[0]["lr"]
         sched.step()
@@ -195,6 +215,7 @@ def fit_fold(
                "val_auc": vm["auc"], "val_balanced_accuracy": vm["balanced_accuracy"],
                "val_f1": vm["f1"], "seconds": time.perf_counter() - t0}
         history.append(row)
+        epoch_end(fabric, row, step=(epoch + 1) * len(order))
         key = selection_key(vm["accuracy"], vm["auc"])
         if eligible(epoch, cfg.epochs, cfg.select_after) and is_better(
             key, None if best is None else tuple(best["key"])
@@ -215,17 +236,27 @@ def fit_fold(
             parts_txt = " ".join(f"{k}={v / max(len(order), 1):.3f}" for k, v in sums.items())
             log.info("%sepoch %d/%d %s val_acc=%.3f val_auc=%.3f", desc, epoch + 1, cfg.epochs,
                      parts_txt, vm["accuracy"], vm["auc"])
+    close_loggers(fabric)
     if best is None:
         raise SrmilError("no epoch was eligible for selection", fold_dir)
     if load_weights(fold_dir / "best.safetensors", net).get("epoch") != best["epoch"]:
         raise SrmilError("best.safetensors does not hold the selected epoch", fold_dir)
     out: dict[str, Any] = {"best_epoch": best["epoch"]}
+    if weights is not None:
+        out["class_weights"] = weights.tolist()
+    raw = {name: predict_proba(net, data, fabric.device)[0]
+           for name, data in (("val", val), ("test", test)) if len(data)}
+    temperature = fit_fold_temperature(cfg, fold_dir, np.asarray(val.targets), raw["val"])
+    if temperature is not None:
+        out["temperature"] = temperature
     tables = []
     for name, data in (("val", val), ("test", test)):
         if len(data) == 0:
             continue
-        probs, _ = predict_proba(net, data, fabric.device)
-        out[name] = classification_metrics(np.asarray(data.targets), probs, n_classes)
+        y = np.asarray(data.targets)
+        probs = raw[name] if temperature is None else apply_temperature(raw[name], temperature)
+        out[name] = {**classification_metrics(y, probs, n_classes),
+                     **scored(y, probs, None if temperature is None else raw[name])}
         tables.append(prediction_table(data, probs, classes, name))
     write_csv(fold_dir / "predictions.csv", pd.concat(tables, ignore_index=True), overwrite=True)
     write_json(fold_dir / "metrics.json", out, overwrite=True)
