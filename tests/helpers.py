@@ -79,3 +79,16 @@ def pt_bag(path: Path, n: int = 40, d: int = 8, seed: int = 0) -> Path:
 def labels_csv(path: Path, rows: list[tuple[str, str, str]]) -> Path:
     path.write_text("slide_id,case_id,label\n" + "".join(f"{s},{c},{y}\n" for s, c, y in rows))
     return path
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """Run the srmil CLI in-process: (exit code, stdout, stderr)."""
+    import pytest
+
+    from srmil.cli.main import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return e.value.code, out, err

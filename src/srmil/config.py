@@ -30,9 +30,9 @@ class GraphConfig:
 class SplitConfig:
     """Patient-level stratified k-fold with a validation part carved from each training part."""
 
-    folds: int = 5
+    folds: int = 5  # number of patient-level folds (each case in one test split)
     val_fraction: float = 0.2  # of the cases left for training in each fold
-    seed: int = 0
+    seed: int = 0  # seed of the fold assignment
 
 
 @dataclass(frozen=True)
@@ -46,20 +46,21 @@ class SynthConfig:
     """
 
     variant: str = "spatial"  # spatial | instance | survival | regression
-    slides: int = 60
-    dim: int = 32
-    seed: int = 0
-    min_patches: int = 100
-    max_patches: int = 300
-    tissue_types: int = 4
+    slides: int = 60  # number of slides
+    dim: int = 32  # feature dimension
+    seed: int = 0  # the cohort's seed: same seed, same bags
+    min_patches: int = 100  # fewest patches per slide
+    max_patches: int = 300  # most patches per slide
+    tissue_types: int = 4  # tissue prototypes, in spatially coherent regions
     tissue_spread: float = 1.0  # norm of the offsets between tissue-type prototypes
     noise: float = 1.0  # per-dimension std of patch noise
     tumour_shift: float = 3.0  # norm of the tumour direction added to tumour-like patches
     tumour_fraction: tuple[float, float] = (0.08, 0.15)  # range of tumour-like patch share
+    positive_fraction: float = 0.5  # share of cases in the second class (tumour / scattered)
     slides_per_case: int = 2  # at most; about a third of the cases get a second slide
     mixed_magnification: bool = True  # half the slides "scanned at 40×" (level-0 step 448)
-    patch_size: int = 224
-    float16: bool = True
+    patch_size: int = 224  # patch side at 20× (the coords step at 20×)
+    float16: bool = True  # store the features as float16 (as encoders' bags often are)
     # survival / regression variants: hazard (or target) grows with the largest tumour cluster
     effect: float = 2.0  # log-hazard (survival) or target (regression) per unit of the score
     censoring: float = 0.3  # survival: target share of censored patients (uniform censoring)
@@ -85,9 +86,9 @@ class SRMILConfig:
     decoder_layers: int = 2  # METHOD.md: 2 GAT layers, last one 1 head, to D dims
     alpha: float = 1.0  # METHOD.md: scaled cosine error exponent
     w_gen: float = 1.8  # METHOD.md: L = (2-w_gen)·[(2-w_ce)·CE_masked + w_ce·CE_full] + w_gen·L_rec
-    w_ce: float = 1.0
+    w_ce: float = 1.0  # METHOD.md: weight of CE_full against CE_masked (formula above)
     cls_hidden: int = 128  # METHOD.md: Linear(64, 128) → ReLU → Dropout → Linear(128, C)
-    cls_dropout: float = 0.059
+    cls_dropout: float = 0.059  # METHOD.md: dropout of the classifier's hidden layer
     pooling: str = "supernode"  # supernode | gated (ABMIL-style over patch embeddings)
     backend: str = "grid"  # grid: the three encoder passes stacked on the padded neighbour
     #                        table (same maths, exact in float64, far less memory); pyg: the
@@ -108,8 +109,8 @@ class SRMILConfig:
 class MeanConfig:
     """Instance-level MLP + mean or max pooling (the trivial baselines)."""
 
-    hidden: int = 128
-    dropout: float = 0.1
+    hidden: int = 128  # instance MLP: Linear(D, hidden) + ReLU + Dropout
+    dropout: float = 0.1  # after the instance MLP's hidden layer
 
 
 @dataclass(frozen=True)
@@ -118,15 +119,15 @@ class ABMILConfig:
 
     hidden: int = 512  # instance embedding after Linear(D, hidden) + ReLU
     attn_dim: int = 256  # attention hidden size
-    dropout: float = 0.25
-    gated: bool = False
+    dropout: float = 0.25  # after the instance embedding (CLAM's drop_out 0.25)
+    gated: bool = False  # gated attention (tanh ⊙ sigmoid, Ilse et al. eq. 10)
 
 
 @dataclass(frozen=True)
 class GatedABMILConfig(ABMILConfig):
     """ABMIL with the gated attention (Ilse et al. 2018, eq. 10)."""
 
-    gated: bool = True
+    gated: bool = True  # gated attention (tanh ⊙ sigmoid, Ilse et al. eq. 10)
 
 
 @dataclass(frozen=True)
@@ -218,16 +219,32 @@ class TrainConfig:
     eta_min: float = 0.0  # METHOD.md: cosine annealing per epoch, no warm-up
     shuffle: bool = True  # reshuffle bags every epoch; False = the reference's fixed order
     select_after: float = 0.6  # METHOD.md: select among 0-based epochs > 0.6·epochs
-    seed: int = 0
+    seed: int = 0  # model initialisation, bag order, masks and dropout
     accelerator: str = "auto"  # auto (GPU when present) | cpu | gpu | cuda | mps
     precision: str = "32-true"  # Lightning precision string, e.g. bf16-mixed on a GPU
     cache_gb: float = 4.0  # keep the cohort's bags in memory when they fit in this many GiB
     loader_workers: int = 1  # DataLoader processes reading bags ahead of the step when the
     #                          cohort is over cache_gb (0: read in the training process)
     bootstrap: int = 1000  # resamples for the 95 % confidence intervals
+    class_weights: str | tuple[float, ...] = "none"  # none | balanced (inverse class frequency
+    #                                                  of the training split) | [w0, w1, …]
+    sampler: str = "shuffle"  # shuffle (every bag once per epoch) | balanced (classes drawn
+    #                           equally often; the epoch stays len(train) bags)
+    calibrate: str = "none"  # none | temperature (scaling fitted on each fold's validation)
+    logger: str = "csv"  # csv (Lightning CSVLogger, per step and epoch) | tensorboard (also)
 
     def __post_init__(self) -> None:
         # checked here, before a run directory is made, not after an epoch
+        if isinstance(self.class_weights, str) and self.class_weights not in ("none",
+                                                                              "balanced"):
+            raise ConfigError("train.class_weights must be none, balanced or a list of "
+                              f"weights, got {self.class_weights!r}")
+        for name, choices in (("sampler", ("shuffle", "balanced")),
+                              ("calibrate", ("none", "temperature")),
+                              ("logger", ("csv", "tensorboard"))):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"train.{name} must be one of {', '.join(choices)}, got "
+                                  f"{getattr(self, name)!r}")
         if self.epochs < 1:
             raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
         if not self.lr > 0:
@@ -336,19 +353,32 @@ class RegressionConfig:
 
 
 @dataclass(frozen=True)
+class DataConfig:
+    """What one bag of a run is."""
+
+    bag_level: str = "slide"  # slide: one bag per slide (as the paper) | patient: all slides of
+    #                           a case in one bag, graphs side by side; predictions per case
+
+    def __post_init__(self) -> None:
+        if self.bag_level not in ("slide", "patient"):
+            raise ConfigError(f"data.bag_level must be slide or patient, got {self.bag_level!r}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; saved resolved as ``config.json`` in the run directory."""
 
-    model: str = "srmil"
+    model: str = "srmil"  # MIL model (see `srmil models`)
     model_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # the model's Config
-    train: TrainConfig = TrainConfig()
-    graph: GraphConfig = GraphConfig()
-    split: SplitConfig = SplitConfig()
+    train: TrainConfig = TrainConfig()  # optimisation, imbalance, calibration, selection, logs
+    graph: GraphConfig = GraphConfig()  # the spatial patch graph of each slide
+    split: SplitConfig = SplitConfig()  # patient-level folds
+    data: DataConfig = DataConfig()  # what one bag is: a slide or a patient
     task: str = "auto"  # auto: from the labels CSV's columns (label → classification; time +
     #                     event or survival_months + censorship → survival; target →
     #                     regression) | classification | survival | regression
-    survival: SurvivalConfig = SurvivalConfig()
-    regression: RegressionConfig = RegressionConfig()
+    survival: SurvivalConfig = SurvivalConfig()  # the survival task's loss, bins and horizons
+    regression: RegressionConfig = RegressionConfig()  # the regression task's loss and strata
 
     def __post_init__(self) -> None:
         tasks = ("auto", "classification", "survival", "regression")
@@ -357,12 +387,14 @@ class RunConfig:
 
 
 SECTIONS = {"train": TrainConfig, "graph": GraphConfig, "split": SplitConfig,
-            "survival": SurvivalConfig, "regression": RegressionConfig}
+            "data": DataConfig, "survival": SurvivalConfig, "regression": RegressionConfig}
 
 # the value-coercion and ``--set`` engine lives in srmil.config_io; re-exported here
 from srmil.config_io import (  # noqa: E402
     _check_type,
     apply_sets,
+    commented_yaml,
+    field_descriptions,
     from_dict,
     load_config_file,
     parse_value,
@@ -370,10 +402,10 @@ from srmil.config_io import (  # noqa: E402
 )
 
 __all__ = [
-    "ABMILConfig", "CLAMConfig", "DSMILConfig", "DTFDConfig", "ExtractConfig",
+    "ABMILConfig", "CLAMConfig", "DSMILConfig", "DTFDConfig", "DataConfig", "ExtractConfig",
     "GatedABMILConfig", "GraphConfig", "HeatmapConfig", "MeanConfig", "PatchConfig",
     "PatchGCNConfig", "RegressionConfig", "RunConfig", "SECTIONS", "SRMILConfig", "SplitConfig",
-    "SurvivalConfig", "SynthConfig",
-    "TissueConfig", "TrainConfig", "TransMILConfig", "_check_type", "apply_sets", "from_dict",
+    "SurvivalConfig", "SynthConfig", "TissueConfig", "TrainConfig", "TransMILConfig",
+    "_check_type", "apply_sets", "commented_yaml", "field_descriptions", "from_dict",
     "load_config_file", "parse_value", "to_dict",
 ]

@@ -170,3 +170,121 @@ def load_config_file(path: str) -> dict[str, Any]:
         raise ConfigError("expected a mapping at the top level", p)
     data.pop("version", None)
     return data
+
+
+def field_descriptions(cls: type) -> dict[str, str]:
+    """One-line description of each field of a config dataclass, from its source.
+
+    The comments beside the fields in :mod:`srmil.config` are the descriptions (one source of
+    truth): the comment on a field's line, joined with the comment-only lines right below it
+    (the aligned continuation lines); a field without one takes its entry of the class
+    docstring's ``Attributes:`` section. Base classes are read first, so a subclass that
+    redefines a field redefines its description.
+
+    Parsing the source (``ast`` for the fields, ``tokenize`` for the comments) keeps
+    ``config.py`` as it reads today; ``field(metadata=...)`` would have rewritten every field.
+
+    Returns:
+        field name → description ("" when the field has none).
+    """
+    import ast
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    out: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        try:
+            src = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):  # defined where there is no source (a REPL)
+            continue
+        lines = src.splitlines()
+        comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                    for tok in tokenize.generate_tokens(io.StringIO(src).readline)
+                    if tok.type == tokenize.COMMENT}
+        node = ast.parse(src).body[0]
+        attrs = _docstring_attributes(ast.get_docstring(node) or "")  # type: ignore[arg-type]
+        for item in node.body:  # type: ignore[attr-defined]
+            if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
+                continue
+            name = item.target.id
+            text = [comments[r] for r in range(item.lineno, item.end_lineno + 1)
+                    if r in comments]
+            row = item.end_lineno + 1
+            while row in comments and lines[row - 1].lstrip().startswith("#"):
+                text.append(comments[row])  # an aligned continuation line
+                row += 1
+            desc = " ".join(t for t in text if t) or attrs.get(name, "")
+            if desc or name not in out:
+                out[name] = desc
+    return out
+
+
+def _docstring_attributes(doc: str) -> dict[str, str]:
+    """``name: text`` entries of a Google-style ``Attributes:`` section (continuations
+    joined)."""
+    out: dict[str, str] = {}
+    inside, current = False, None
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped == "Attributes:":
+            inside = True
+            continue
+        if not inside:
+            continue
+        if not stripped or (not line.startswith(" ") and stripped.endswith(":")):
+            if not stripped and current is None:
+                continue
+            break
+        head, sep, rest = stripped.partition(":")
+        if sep and head.isidentifier() and line.startswith("    ") and not line.startswith(
+                "        "):
+            current = head
+            out[head] = rest.strip()
+        elif current is not None:
+            out[current] += " " + stripped
+    return out
+
+
+def _yaml_value(value: Any) -> str:
+    import yaml
+
+    if isinstance(value, tuple):
+        value = list(value)
+    text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10**6)
+    return text.strip().removesuffix("...").strip()
+
+
+def commented_yaml(cfg: Any, indent: int = 0,
+                   nested: dict[str, Any] | None = None) -> list[str]:
+    """YAML lines of a config dataclass: each field under a comment with its description.
+
+    Args:
+        cfg: a config dataclass instance (nested dataclasses become indented sections).
+        indent: spaces before each line.
+        nested: field name → a config dataclass instance to write for a ``dict`` field (the
+            run config's ``model_config`` is the model's own config).
+
+    Returns:
+        The lines; ``yaml.safe_load`` of them and :func:`from_dict` give ``cfg`` back.
+    """
+    pad = " " * indent
+    docs = field_descriptions(type(cfg))
+    lines: list[str] = []
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        sub = (nested or {}).get(f.name)
+        desc = docs.get(f.name, "")
+        if sub is not None:
+            desc = f"{desc} ({type(sub).__name__})" if desc else type(sub).__name__
+        if desc:
+            lines.append(f"{pad}# {desc}")
+        if dataclasses.is_dataclass(value) or sub is not None:
+            section = value if sub is None else sub
+            head = (type(section).__doc__ or "").strip().splitlines()
+            lines.append(f"{pad}{f.name}:" + (f"  # {head[0]}" if head and not desc else ""))
+            lines += commented_yaml(section, indent + 2)
+        else:
+            lines.append(f"{pad}{f.name}: {_yaml_value(value)}")
+    return lines

@@ -14,7 +14,8 @@ from srmil.cli.main import main
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SECTIONS = ("Summary", "Per-fold metrics", "Class map", "ROC and precision-recall",
-            "Confusion matrix", "Training curves", "Most confident test slides",
+            "Confusion matrix", "Per-class recall and precision (test)", "Calibration (test)",
+            "Training curves", "Most confident test slides",
             "Least confident test slides", "Configuration")
 
 
@@ -32,10 +33,11 @@ def test_report_holds_every_section_with_embedded_images(capsys, report, tiny_ru
     for title in SECTIONS:
         assert title in page, title
     srcs = re.findall(r'<img src="([^"]+)"', page)
-    assert len(srcs) == 4 + 4  # roc, pr, confusion, training; 2 + 2 gallery heatmaps
+    assert len(srcs) == 5 + 4  # roc, pr, confusion, reliability, training; 2 + 2 heatmaps
     assert all(s.startswith("data:image/png;base64,") for s in srcs)  # self-contained
     assert '"model": "srmil"' in page and "clustered" in page
-    for name in ("roc.png", "pr.png", "confusion.png", "training.png"):
+    assert "temperature" not in page.split("Calibration (test)")[1].split("<h2>")[0]
+    for name in ("roc.png", "pr.png", "confusion.png", "training.png", "reliability.png"):
         assert (report.parent / "figures" / name).stat().st_size > 1000
     code, _, err = cli(capsys, "report", tiny_run["run"], "--out", report.parent)
     assert code == 2 and "already exists" in err and len(err.strip().splitlines()) == 1
@@ -72,7 +74,7 @@ def test_report_opens_in_headless_chromium(report, tmp_path):
         finally:
             browser.close()
     assert errors == []
-    assert len(images) == 8
+    assert len(images) == 9
     assert all(done and width > 0 for _, done, width in images), images
     assert title.startswith("srmil report")
     from PIL import Image

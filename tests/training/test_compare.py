@@ -97,3 +97,26 @@ def test_graph_model_on_bags_without_coordinates_fails_before_training(capsys, t
                        "split.folds=2", "--epochs", 1, "--accelerator", "cpu")
     assert code == 2 and "graph model(s) patchgcn cannot use them" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_specs_set_training_settings_of_their_own(capsys, tmp_path, cohort):
+    assert parse_spec("abmil:train.class_weights=balanced:dropout=0.1") == (
+        "abmil", {"train.class_weights": "balanced", "dropout": 0.1})
+    with pytest.raises(Exception, match="unknown TrainConfig key"):
+        parse_spec("abmil:train.weights=balanced")
+    with pytest.raises(Exception, match="train.sampler must be one of"):
+        parse_spec("abmil:train.sampler=oversample")
+    labels, feats = cohort
+    out = tmp_path / "cmp"
+    code, stdout, err = cli(capsys, "compare", "--labels", labels, "--bags", feats, "--out", out,
+                            "--folds", 3, "--epochs", 2, "--device", "cpu", "--set",
+                            "train.bootstrap=50", "--models",
+                            "mean,mean:train.class_weights=balanced:train.sampler=balanced")
+    assert code == 0, err
+    plain = json.loads((out / "mean" / "config.json").read_text())["train"]
+    tuned = json.loads((out / "mean__train.class_weights=balanced__train.sampler=balanced"
+                        / "config.json").read_text())["train"]
+    assert (plain["class_weights"], plain["sampler"]) == ("none", "shuffle")
+    assert (tuned["class_weights"], tuned["sampler"]) == ("balanced", "balanced")
+    assert tuned["bootstrap"] == 50 and tuned["epochs"] == 2  # the shared settings stay
+    assert "ECE" in stdout and "ece_mean" in pd.read_csv(out / "comparison.csv").columns

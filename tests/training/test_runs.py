@@ -63,7 +63,7 @@ def test_cv_writes_the_run_layout_and_refuses_to_overwrite(capsys, tmp_path, coh
     assert json.loads((run / "classes.json").read_text())["classes"] == ["clustered", "scattered"]
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["metrics"]) == {"test_auc", "test_accuracy", "test_balanced_accuracy",
-                                       "test_f1"}
+                                       "test_f1", "test_ece", "test_brier"}
     splits = pd.read_csv(run / "splits.csv")
     assert (splits.groupby(["fold", "case_id"]).split.nunique() == 1).all()
     before = (run / "summary.json").read_text()

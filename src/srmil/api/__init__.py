@@ -35,6 +35,7 @@ from srmil.api.runs import (
     compare,
     cv,
     demo,
+    init_config,
     load_training_cohort,
     models,
     resolve_run_config,
@@ -48,6 +49,6 @@ __all__ = [
     "CompareResult", "ComparisonDir", "DemoResult", "EvaluateResult", "HeatmapResult",
     "JobResult", "ModelInfo", "PredictResult", "ReportResult", "RunDir", "RunResult",
     "SynthResult", "check", "compare", "cv", "demo", "evaluate", "extract", "heatmap",
-    "load_training_cohort", "models", "patch", "predict", "report", "resolve_run_config",
-    "segment", "synth", "train",
+    "init_config", "load_training_cohort", "models", "patch", "predict", "report",
+    "resolve_run_config", "segment", "synth", "train",
 ]

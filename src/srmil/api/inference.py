@@ -19,7 +19,8 @@ def predict(run: PathLike, bags: PathLike, out: PathLike | None = None, fold: in
     """Class probabilities per slide with a run's selected model(s).
 
     With several finished folds the probabilities are averaged over the folds' models (an
-    ensemble) unless ``fold`` picks one.
+    ensemble) unless ``fold`` picks one. A run trained with ``train.calibrate temperature``
+    applies each fold's temperature to its model's probabilities first.
 
     Args:
         run: the run directory (:func:`srmil.api.train` / :func:`srmil.api.cv`).
@@ -35,6 +36,7 @@ def predict(run: PathLike, bags: PathLike, out: PathLike | None = None, fold: in
     """
     from srmil.bags.readers import find_bags
     from srmil.storage import write_csv
+    from srmil.training.calibration import apply_temperature
     from srmil.training.data import BagDataset
     from srmil.training.inference import ensemble
     from srmil.training.loop import predict_proba, prediction_table
@@ -50,7 +52,8 @@ def predict(run: PathLike, bags: PathLike, out: PathLike | None = None, fold: in
     found = find_bags(bags)
     data = BagDataset(list(found.values()), list(found), None, rd.graph_config(),
                       nets[0].uses_graph, nets[0].in_dim, cache=len(nets) > 1)
-    probs = ensemble([predict_proba(net, data)[0] for net in nets])  # (S, C) or task outputs
+    probs = ensemble([apply_temperature(predict_proba(net, data)[0], rd.temperature(k))
+                      for k, net in models])  # (S, C) or the task's outputs (T = 1 there)
     table = prediction_table(data, probs, classes, task=nets[0].task)
     folds = [k for k, _ in models]
     table.insert(1, "folds", ",".join(str(k) for k in folds))
@@ -73,16 +76,22 @@ def evaluate(run: PathLike, labels: PathLike | None = None, bags: PathLike | Non
         bags: bags of the external cohort.
         out: new directory for ``metrics.json`` and ``predictions.csv`` (``None``: none).
 
+    A patient-level run (``data.bag_level patient``) is evaluated per case. Probabilities are
+    temperature-scaled when the run calibrates; the metrics then hold the
+    calibration before scaling too (``uncalibrated``).
+
     Returns:
         Metrics per fold (and of the fold ensemble on an external cohort), the predictions,
         and warnings (e.g. slides of the "external" cohort that the run trained on).
     """
+    import numpy as np
     import pandas as pd
 
     from srmil.bags.cohort import load_cohort
     from srmil.storage import write_csv, write_json
     from srmil.tasks import ClassificationTask
-    from srmil.training.data import BagDataset
+    from srmil.training.calibration import apply_temperature, scored
+    from srmil.training.data import BagDataset, patient_dataset, require_one_label_per_case
     from srmil.training.inference import ensemble
     from srmil.training.loop import predict_proba, prediction_table
     from srmil.training.rundir import RunDir
@@ -102,6 +111,9 @@ def evaluate(run: PathLike, labels: PathLike | None = None, bags: PathLike | Non
     task_name = rd.config().task
     cohort = load_cohort(labels, bags, classes=classes, task=task_name,
                          strata=rd.config().regression.strata)
+    patient = rd.config().data.bag_level == "patient"  # cases as bags, as the run trained
+    if patient:
+        require_one_label_per_case(cohort.slides, labels)
     splits = rd.splits()
     warnings: list[str] = []
     if external:
@@ -125,18 +137,27 @@ def evaluate(run: PathLike, labels: PathLike | None = None, bags: PathLike | Non
             ids = [s for s in ids if s in rows.index]
         if not ids:
             raise SrmilError(f"fold {k}: no slide to evaluate", run)
-        data = pool.subset(ids)
-        probs, _ = predict_proba(net, data)  # (S, C) or the task's outputs
+        data = (patient_dataset(pool, rows.loc[ids, ["case_id"]].reset_index()) if patient
+                else pool.subset(ids))
+        raw, _ = predict_proba(net, data)  # (S, C) or the task's outputs
         task = net.task or ClassificationTask(classes)
+        temp = rd.temperature(k)
+        probs = apply_temperature(raw, temp)
         results[f"fold_{k}"] = task.metrics(data.targets, probs)
+        if task.name == "classification":
+            results[f"fold_{k}"].update(scored(np.asarray(data.targets), probs,
+                                               None if temp == 1.0 else raw))
         t = prediction_table(data, probs, classes, task=net.task)
         t.insert(1, "fold", k)
         tables.append(t)
         probs_all.append(probs)
     if external and len(probs_all) > 1:
-        targets = rows.loc[tables[0].slide_id, "target"].tolist()
+        targets = data.targets  # every fold's model saw the same bags, in order
         task = net0.task or ClassificationTask(classes)
-        results["ensemble"] = task.metrics(targets, ensemble(probs_all))
+        ens = ensemble(probs_all)
+        results["ensemble"] = task.metrics(targets, ens)
+        if task.name == "classification":
+            results["ensemble"].update(scored(np.asarray(targets), ens))
     predictions = pd.concat(tables, ignore_index=True)
     if out is not None:
         write_json(Path(out) / "metrics.json", results)

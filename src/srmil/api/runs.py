@@ -253,6 +253,29 @@ def models() -> list[ModelInfo]:
     return out
 
 
+def init_config(model: str = "srmil") -> str:
+    """A commented YAML run config: every section and field with its default and its
+    description (the comments of :mod:`srmil.config`). ``--config`` reads it back as
+    :class:`RunConfig` with ``model_config`` = the model's defaults.
+
+    Args:
+        model: the MIL model whose own settings fill ``model_config``.
+
+    Raises:
+        ConfigError: unknown model (listing the choices).
+    """
+    from srmil import __version__
+    from srmil.config import commented_yaml
+    from srmil.models import MODELS
+
+    cls = MODELS.get(model)
+    cfg = RunConfig(model=model.lower())
+    head = [f"# srmil {__version__} run config, written by `srmil init --model {model.lower()}`",
+            "# every field at its default; edit, then: srmil cv --config config.yaml ...",
+            "# (--set section.field=value on the command line overrides a field)"]
+    return "\n".join(head + commented_yaml(cfg, nested={"model_config": cls.Config()})) + "\n"
+
+
 def resolve_run_config(model: str | None = None, config: PathLike | None = None,
                        sets: list[str] = (), train: dict[str, Any] | None = None,
                        folds: int | None = None, task: str | None = None) -> RunConfig:
@@ -290,5 +313,6 @@ def resolve_run_config(model: str | None = None, config: PathLike | None = None,
     return from_dict(RunConfig, apply_sets(data, list(sets), fields))
 
 
-__all__ = ["DEMO_EPOCHS", "check", "compare", "cv", "demo", "load_training_cohort", "models",
-           "resolve_run_config", "synth", "train", "SrmilError"]
+__all__ = ["DEMO_EPOCHS", "check", "compare", "cv", "demo", "init_config",
+           "load_training_cohort", "models", "resolve_run_config", "synth", "train",
+           "SrmilError"]

@@ -169,6 +169,9 @@ def generate(cfg: SynthConfig) -> tuple[list[SyntheticSlide], np.ndarray]:
     protos -= np.outer(protos @ direction, direction)
     classes = VARIANT_CLASSES[cfg.variant]
 
+    if not 0 < cfg.positive_fraction < 1:
+        raise ConfigError(f"synth positive_fraction must be in (0, 1), got "
+                          f"{cfg.positive_fraction}")
     # cases: about a third get a second slide; labels alternate by case so classes balance
     slide_case: list[int] = []
     case = 0
@@ -177,7 +180,11 @@ def generate(cfg: SynthConfig) -> tuple[list[SyntheticSlide], np.ndarray]:
         slide_case.extend([case] * k)
         case += 1
     slide_case = slide_case[: cfg.slides]
-    case_label = ({c: classes[i % 2] for i, c in enumerate(rng.permutation(case))}
+    # the i-th case (in a random order) is positive when floor((i+1)·f) steps up: evenly
+    # spread, floor(cases·f) positives, and exactly the alternation i % 2 at f = 0.5
+    f = cfg.positive_fraction
+    case_label = ({c: classes[int(math.floor((i + 1) * f) > math.floor(i * f))]
+                   for i, c in enumerate(rng.permutation(case))}
                   if cfg.variant not in CONTINUOUS else dict.fromkeys(range(case), ""))
     case_score = rng.uniform(0, 1, case)  # ρ: share of the tumour patches in one focus
 

@@ -54,6 +54,7 @@ VOCABULARY: dict[str, str] = {
     "--dim": "feature dimension",
     "--min-patches": "fewest patches per slide",
     "--max-patches": "most patches per slide",
+    "--positive-fraction": "share of cases in the second class (tumour / scattered)",
     # slides
     "--slides": "slide files: a directory (.svs .ndpi .mrxs .scn .tif …), or a list: a text "
                 "file with one path per line, or a CSV with a 'path' (or 'wsi') column and an "

@@ -25,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     flag(p, "--seed", f" (default {d.seed})", type=int, default=d.seed)
     flag(p, "--min-patches", f" (default {d.min_patches})", type=int, default=d.min_patches)
     flag(p, "--max-patches", f" (default {d.max_patches})", type=int, default=d.max_patches)
+    flag(p, "--positive-fraction", f", for imbalanced cohorts (default {d.positive_fraction})",
+         type=float, default=d.positive_fraction)
     flag(p, "--overwrite", action="store_true")
     p.set_defaults(func=run)
 
@@ -33,6 +35,7 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
     return SynthConfig(
         variant=args.variant, slides=args.n_slides, dim=args.dim, seed=args.seed,
         min_patches=args.min_patches, max_patches=args.max_patches,
+        positive_fraction=args.positive_fraction,
     )
 
 

@@ -29,6 +29,8 @@ class GraphBag:
         coords: (N, 2) coordinates as read (for heatmaps), or ``None``.
         neighbours: the patch graph as a padded neighbour table (the fast SRMIL path), built
             with the bag and cached with it; :meth:`neighbour_table` builds it when absent.
+        slides: for a patient bag (:func:`srmil.graphs.union.union_bags`), each slide's id
+            and patch count in row order; ``None`` for a one-slide bag.
     """
 
     x: Tensor
@@ -37,6 +39,7 @@ class GraphBag:
     y: int | tuple[float, ...] | float | None = None
     coords: Tensor | None = None
     neighbours: NeighbourTable | None = None
+    slides: tuple[tuple[str, int], ...] | None = None
 
     @property
     def num_nodes(self) -> int:

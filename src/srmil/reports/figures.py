@@ -1,4 +1,5 @@
-"""Figures of a run's report: PR curves, confusion matrix, training curves (matplotlib).
+"""Figures of a run's report: PR curves, confusion matrix, training curves, reliability
+diagrams (matplotlib).
 
 ROC curves come from :func:`srmil.reports.roc.roc_figure`.
 """
@@ -141,5 +142,43 @@ def history_figure(histories: dict[int, pd.DataFrame], path: str | os.PathLike,
         ax.set_axis_off()
     axes.ravel()[0].legend(fontsize=7)
     fig.suptitle("Training curves (dot: selected epoch)", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path, overwrite=True)
+
+
+def reliability_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+                       path: str | os.PathLike, bins: int = 15) -> Path:
+    """Reliability diagrams, one panel per entry (each fold, then the pooled test slides):
+    accuracy against mean confidence in ``bins`` equal-width bins, the diagonal = calibrated.
+
+    Args:
+        curves: name → (y (S,), prob (S, C), prob before temperature scaling or ``None``).
+        path: PNG to write (atomically; replaced if present).
+        bins: confidence bins (15, as the ECE).
+    """
+    from srmil.training.calibration import ece, reliability
+
+    n = max(len(curves), 1)
+    cols = min(n, 3)
+    rows = int(np.ceil(n / cols))
+    fig, axes = subplots(rows, cols, figsize=(3.6 * cols, 3.5 * rows), dpi=100, squeeze=False)
+    for ax, (name, (y, p, before)) in zip(axes.ravel(), curves.items(), strict=False):
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
+        for prob, label, style in ((before, "before", "s--"), (p, "after" if before is not None
+                                                               else "", "o-")):
+            if prob is None:
+                continue
+            r = reliability(y, prob, bins)
+            e = ece(y, prob, bins)
+            ax.plot(r["confidence"], r["accuracy"], style, ms=4, lw=1.2,
+                    label=f"{label + ' ' if label else ''}ECE {e:.3f}")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (predicted class)",
+               ylabel="accuracy", title=f"{name} (n = {len(y)})")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7, loc="upper left")
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(curves):]:
+        ax.set_axis_off()
+    fig.suptitle(f"Reliability (test, {bins} equal-width bins)", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path, overwrite=True)

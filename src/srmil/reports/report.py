@@ -2,8 +2,10 @@
 
 ``RUN/report/index.html`` embeds every image (base64 PNG), so the one file can be mailed or
 archived; the PNGs also lie beside it (``figures/``, ``heatmaps/``) for slides and papers.
-Sections: summary (mean ± std, 95 % CI), per-fold metrics, class map, ROC and PR curves per
-fold, confusion matrix, training curves, configuration, and a gallery of the heatmaps of the
+Sections: summary (mean ± std, 95 % CI), per-fold metrics, per-class recall and precision,
+class map, ROC and PR curves per fold, confusion matrix, calibration (ECE, Brier, before and
+after temperature scaling, reliability diagrams per fold and pooled), training curves,
+configuration, and a gallery of the heatmaps of the
 most and least confident test slides (confidence = the predicted class's probability; each
 slide drawn with the fold model whose test split held it).
 """
@@ -31,7 +33,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;mar
 max-width:1150px;color:#222;line-height:1.4;padding:0 1rem}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;border-bottom:1px solid #ddd;
 padding-bottom:.2rem;margin-top:2rem}.meta{color:#666;font-size:.9rem}
-table{border-collapse:collapse;font-size:.88rem;margin:.5rem 0}
+table{border-collapse:collapse;font-size:.88rem;margin:.5rem 0;display:block;max-width:100%;
+overflow-x:auto}
 th,td{border:1px solid #ddd;padding:.25rem .6rem;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 .figs{display:flex;flex-wrap:wrap;gap:1rem}.figs figure{margin:0;flex:1 1 45%;min-width:320px}
@@ -177,6 +180,64 @@ def _task_sections(rd: Any, tests: dict[int, pd.DataFrame], figs: Path, task: st
     return out
 
 
+def _per_class_section(fold_metrics: dict[int, dict[str, Any]], classes: list[str]) -> str:
+    """Test recall and precision of each class, per fold (from ``metrics.json``)."""
+    rows = []
+    for k, m in fold_metrics.items():
+        t = m.get("test", {})
+        if "recall_per_class" not in t:
+            continue
+        row: dict[str, Any] = {"fold": k}
+        for c, name in enumerate(classes):
+            row[f"recall {name}"] = t["recall_per_class"][c]
+            row[f"precision {name}"] = t["precision_per_class"][c]
+        rows.append(row)
+    if not rows:
+        return ""
+    return ("<h2>Per-class recall and precision (test)</h2><p>Recall = share of the class's "
+            "slides predicted as it; precision = share of the slides predicted as the class "
+            "that are it (0 when none is).</p>" + _table(pd.DataFrame(rows)))
+
+
+def _calibration_section(rd: Any, tests: dict[int, pd.DataFrame],
+                         fold_metrics: dict[int, dict[str, Any]], classes: list[str],
+                         figs: Path) -> str:
+    """ECE / adaptive ECE / Brier per fold (before and after temperature scaling when the run
+    calibrates) and the reliability diagrams per fold and pooled."""
+    from srmil.reports.figures import reliability_figure
+    from srmil.training.calibration import apply_temperature, calibration_metrics
+
+    rows, curves = [], {}
+    pooled: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+    for k, t in tests.items():
+        y, p = t["target"].to_numpy(), _probs(t, classes)
+        temp = fold_metrics.get(k, {}).get("temperature")
+        # predictions.csv holds the scaled probabilities; T⁻¹ undoes the scaling exactly
+        before = None if temp is None else apply_temperature(p, 1.0 / temp)
+        row: dict[str, Any] = {"fold": k}
+        if temp is not None:
+            row["temperature"] = temp
+            row.update({f"{n} before": v for n, v in calibration_metrics(y, before).items()})
+        row.update(calibration_metrics(y, p))
+        rows.append(row)
+        curves[f"fold {k}"] = (y, p, before)
+        pooled.append((y, p, before))
+    if not rows:
+        return ""
+    has_before = all(b is not None for _, _, b in pooled)
+    curves["pooled"] = (np.concatenate([y for y, _, _ in pooled]),
+                        np.concatenate([p for _, p, _ in pooled]),
+                        np.concatenate([b for _, _, b in pooled]) if has_before else None)
+    fig = reliability_figure(curves, figs / "reliability.png")
+    note = (" Temperature scaling was fitted on each fold's validation split "
+            "(<code>train.calibrate temperature</code>); <i>before</i> = the model's own "
+            "probabilities." if has_before else "")
+    return ("<h2>Calibration (test)</h2><p>ECE: expected calibration error over 15 "
+            "equal-width confidence bins; adaptive: 15 equal-mass bins; Brier: multi-class "
+            "Brier score (lower is better for all three)." + note + "</p>"
+            + _table(pd.DataFrame(rows)) + _img(fig, "reliability diagrams"))
+
+
 def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
                  bags: str | os.PathLike | None = None, gallery: int = 3,
                  overwrite: bool = False) -> Path:
@@ -228,8 +289,10 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     per_fold = rd.summary_table()
     if per_fold is not None:
         sections.append("<h2>Per-fold metrics</h2>" + _table(per_fold))
-
+    fold_metrics = {k: m for k in sorted(tests) if (m := rd.metrics(k)) is not None}
     task = cfg.get("task", "classification")
+    if task not in ("survival", "regression"):
+        sections.append(_per_class_section(fold_metrics, classes))
     if task in ("survival", "regression"):
         sections += _task_sections(rd, tests, figs, task)
         gallery = 0  # the confidence gallery ranks class probabilities (srmil heatmap draws
@@ -264,6 +327,7 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                         + "".join(f"<figure>{_img(p, a)}</figure>" for p, a in imgs[:2])
                         + "</div><h2>Confusion matrix (test, pooled)</h2>"
                         + _img(cm, "confusion matrix"))
+        sections.append(_calibration_section(rd, tests, fold_metrics, classes, figs))
     histories = {k: h for k in tables if (h := rd.history(k)) is not None}
     if histories:
         best = {k: int(m["best_epoch"]) for k in histories if (m := rd.metrics(k)) is not None}
@@ -273,7 +337,11 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                         + _img(hist, "training curves"))
 
     # gallery
-    if gallery > 0:
+    if gallery > 0 and tests and "slide_id" not in next(iter(tests.values())):
+        sections.append("<h2>Heatmaps</h2><p class=\"note\">A patient-level run "
+                        "(data.bag_level patient) predicts cases: draw the heatmaps per slide "
+                        "with <code>srmil heatmap</code>.</p>")
+    elif gallery > 0:
         most, least = confidence_ranking(tests, classes, gallery)
         bag_dir = Path(bags) if bags is not None else (
             Path(rd.data()["features"]) if rd.data().get("features") else None)

@@ -9,8 +9,10 @@ Layout::
 (owned by :class:`srmil.training.rundir.ComparisonDir`).
 
 A model spec is ``name`` or ``name:key=value[:key=value…]`` with keys of the model's config,
-e.g. ``srmil:w_gen=0`` (no reconstruction) or ``srmil:pooling=gated``; ablations are rows of
-the same table. Each spec resumes model by model and fold by fold.
+e.g. ``srmil:w_gen=0`` (no reconstruction) or ``srmil:pooling=gated``, or ``train.<key>``
+training settings of that spec alone, e.g. ``abmil:train.class_weights=balanced`` or
+``srmil:train.sampler=balanced``; ablations are rows of the same table. Each spec resumes model
+by model and fold by fold.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import pandas as pd
 from scipy.stats import wilcoxon
 
 from srmil.bags.cohort import Cohort
-from srmil.config import RunConfig, from_dict, parse_value, to_dict
+from srmil.config import RunConfig, TrainConfig, from_dict, parse_value, to_dict
 from srmil.errors import ConfigError, SrmilError
 from srmil.models.base import MODELS
 from srmil.storage import write_csv, write_json, write_text
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``"srmil:w_gen=0:mask_rate=0.5"`` → ``("srmil", {"w_gen": 0, "mask_rate": 0.5})``.
 
+    Training keys keep their prefix: ``"abmil:train.sampler=balanced"`` →
+    ``("abmil", {"train.sampler": "balanced"})`` (:func:`split_overrides` separates them).
+
     Raises:
         ConfigError: unknown model (listing the choices) or a key its config lacks.
     """
@@ -59,8 +64,17 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
             raise ConfigError(f"model spec {spec!r}: expected key=value after ':', got {item!r}")
         k, v = (s.strip() for s in item.split("=", 1))
         overrides[k] = parse_value(v)
-    from_dict(cls.Config, overrides)  # unknown keys and bad types fail here, before training
+    model_keys, train_keys = split_overrides(overrides)
+    from_dict(cls.Config, model_keys)  # unknown keys and bad types fail here, before training
+    from_dict(TrainConfig, train_keys)
     return name.lower(), overrides
+
+
+def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A spec's overrides → (model config keys, ``train.`` keys without the prefix)."""
+    model = {k: v for k, v in overrides.items() if not k.startswith("train.")}
+    train = {k[len("train."):]: v for k, v in overrides.items() if k.startswith("train.")}
+    return model, train
 
 
 def spec_dir(spec: str) -> str:
@@ -117,7 +131,9 @@ def compare(
 
     for spec, (name, overrides) in zip(specs, parsed, strict=True):
         log.info("== %s", spec)
-        cfg = dataclasses.replace(base, model=name, model_config=overrides)
+        model_keys, train_keys = split_overrides(overrides)
+        train = from_dict(TrainConfig, {**to_dict(base.train), **train_keys})
+        cfg = dataclasses.replace(base, model=name, model_config=model_keys, train=train)
         run_folds(cmp.run(spec).path, cohort, splits, cfg, resume=True)
     table = comparison_table(out, specs, ref, len(cohort.classes), base.train.bootstrap,
                              base.train.seed, cohort.task)
@@ -151,7 +167,8 @@ def comparison_table(out: Path, specs: list[str], ref: str, n_classes: int, n_bo
         keys[spec] = per_fold[f"test_{key}"]  # full precision, by fold, for the paired test
         row: dict[str, Any] = {"model": spec, "folds": len(folds)}
         for m in metrics:
-            e = summary["metrics"][f"test_{m}"]
+            # a run from before a metric existed: NaN, not a KeyError
+            e = summary["metrics"].get(f"test_{m}", {"mean": np.nan, "std": np.nan})
             ci = e.get("ci95", [np.nan, np.nan])
             row.update({f"{m}_mean": e["mean"], f"{m}_std": e["std"],
                         f"{m}_ci_lo": ci[0], f"{m}_ci_hi": ci[1]})
@@ -167,7 +184,8 @@ def comparison_table(out: Path, specs: list[str], ref: str, n_classes: int, n_bo
             table.loc[i, cols] = [0.0, np.nan, np.nan]
             continue
         for k in ref_folds:
-            if not ref_folds[k]["slide_id"].equals(preds[spec][k]["slide_id"]):
+            key = "slide_id" if "slide_id" in ref_folds[k] else "case_id"  # patient bags
+            if key not in preds[spec][k] or not ref_folds[k][key].equals(preds[spec][k][key]):
                 raise SrmilError(f"fold {k}: {spec} was tested on other slides than {ref}", out)
         if classify:
             fb = [probs_of(preds[spec][k]) for k in ref_folds]
@@ -195,7 +213,8 @@ def format_markdown(table: pd.DataFrame, ref: str, task: str = "classification")
     metrics = summary_metrics(task)
     key = "auc" if classify else TASKS.get(task).select_metric
     names = {"auc": "AUC", "accuracy": "accuracy", "balanced_accuracy": "balanced acc.",
-             "f1": "F1", "c_index": "c-index", "c_index_uno": "Uno's c", "td_auc": "td-AUC",
+             "f1": "F1", "ece": "ECE", "brier": "Brier", "c_index": "c-index",
+             "c_index_uno": "Uno's c", "td_auc": "td-AUC",
              "ibs": "IBS", "mae": "MAE", "rmse": "RMSE", "r2": "R²", "pearson": "Pearson r",
              "spearman": "Spearman ρ"}
     head = ("| model | " + " | ".join(names[m] for m in metrics) + f" | Δ{names[key]} vs "

@@ -24,14 +24,23 @@ from srmil.errors import ConfigError, SrmilError
 from srmil.models.base import MODELS
 from srmil.storage import write_csv, write_json, write_text
 from srmil.tasks import TASKS, Task, make_task, task_of_state
-from srmil.training.data import BagDataset, bag_headers, first_dim, require_coords
+from srmil.training.data import (
+    BagDataset,
+    bag_headers,
+    first_dim,
+    patient_dataset,
+    require_coords,
+    require_one_label_per_case,
+)
+from srmil.training.logs import check_logger
 from srmil.training.loop import fit_fold
 from srmil.training.metrics import bootstrap_ci, bootstrap_ci_fn
 from srmil.training.rundir import RunDir
+from srmil.training.sampling import check_sampling
 
 log = logging.getLogger(__name__)
 
-SUMMARY_METRICS = ("auc", "accuracy", "balanced_accuracy", "f1")
+SUMMARY_METRICS = ("auc", "accuracy", "balanced_accuracy", "f1", "ece", "brier")
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
@@ -145,6 +154,18 @@ def run_folds(
     info = cohort.slides.set_index("slide_id")
     paths = info["path"].tolist()
     nbytes, dim = bag_headers(paths)  # every h5 bag's header checked before anything is written
+    check_logger(cfg.train)
+    patient = cfg.data.bag_level == "patient"
+    if patient:
+        require_one_label_per_case(cohort.slides, cohort.labels_path)
+    if cfg.task != "classification" and (cfg.train.class_weights != "none" or
+                                         cfg.train.sampler != "shuffle" or
+                                         cfg.train.calibrate != "none"):
+        raise ConfigError(f"train.class_weights, train.sampler and train.calibrate are for "
+                          f"classification; this is a {cfg.task} run")
+    for k in folds:  # weights and sampler refused before the run directory is written
+        tr = splits.loc[(splits["fold"] == k) & (splits["split"] == "train"), "slide_id"]
+        check_sampling(cfg.train, info.loc[tr, "target"].tolist(), cohort.classes, f"fold {k}")
     if MODELS.get(cfg.model).uses_graph:
         require_coords(paths, [cfg.model])
     cfg = prepare_run(run_dir, cfg, cohort, splits, resume)
@@ -163,10 +184,12 @@ def run_folds(
         parts = {p: f.loc[f["split"] == p, "slide_id"].tolist() for p in ("train", "val", "test")}
         log.info("fold %s: %d train / %d val / %d test slides", k, len(parts["train"]),
                  len(parts["val"]), len(parts["test"]))
+        data = {p: pool.subset(ids) for p, ids in parts.items()}
+        if patient:  # every slide of a case in one bag (the folds are patient-level already)
+            data = {p: patient_dataset(pool, f[f["split"] == p]) for p in parts}
         results[k] = fit_fold(
             run.fold_dir(k), cfg.model, cfg.model_config, in_dim, cohort.classes,
-            pool.subset(parts["train"]), pool.subset(parts["val"]), pool.subset(parts["test"]),
-            cfg.train,
+            data["train"], data["val"], data["test"], cfg.train,
             resume=resume, desc=f"fold {k} ", task=make_task(cfg.task, cfg, cohort.classes),
         )
     summary = summarise(run_dir, results, len(cohort.classes), cfg)

@@ -1,4 +1,6 @@
-"""Bags for training and inference: read once, checked, turned into ``GraphBag`` tensors.
+"""Bags for training and inference: read once, checked, turned into ``GraphBag`` tensors;
+slides as bags (:class:`BagDataset`) or cases as bags (:class:`PatientDataset`,
+``data.bag_level patient``).
 
 Small cohorts are kept in memory (``TrainConfig.cache_gb``); larger ones are read from disk
 on each access, by a DataLoader worker process ahead of the step (:func:`prefetched`), so
@@ -14,13 +16,15 @@ from typing import Any
 
 import h5py
 import numpy as np
+import pandas as pd
 import torch
 
 from srmil.bags.bag import FeatureBag
 from srmil.bags.readers import has_coords, read_bag
 from srmil.config import GraphConfig
-from srmil.errors import BagError, SrmilError
+from srmil.errors import BagError, CohortError, SrmilError
 from srmil.graphs.graph_bag import GraphBag, to_graph_bag
+from srmil.graphs.union import union_bags
 
 
 def bag_headers(paths: list[str | Path]) -> tuple[int, int | None]:
@@ -168,7 +172,7 @@ class _Failed:
 
 
 class _Reader(torch.utils.data.Dataset):
-    def __init__(self, data: BagDataset) -> None:
+    def __init__(self, data: BagDataset | PatientDataset) -> None:
         self.data = data
 
     def __len__(self) -> int:
@@ -185,7 +189,7 @@ def _as_is(item: GraphBag | _Failed) -> GraphBag | _Failed:  # no batching: one 
     return item
 
 
-def prefetched(data: BagDataset, order: Sequence[int], workers: int = 1,
+def prefetched(data: BagDataset | PatientDataset, order: Sequence[int], workers: int = 1,
                ahead: int = 2) -> Iterator[GraphBag]:
     """``data[i]`` for ``i`` in ``order``, read by ``workers`` DataLoader processes up to
     ``ahead`` bags each before they are needed; in this process when ``workers`` is 0 or the
@@ -207,3 +211,78 @@ def prefetched(data: BagDataset, order: Sequence[int], workers: int = 1,
             raise item.error
         yield item
 
+
+
+def require_one_label_per_case(slides: pd.DataFrame, labels_path: str | Path | None = None
+                               ) -> None:
+    """Refuse patient bags whose slides carry different labels (``srmil check`` warns).
+
+    Raises:
+        CohortError: the first such case, with its labels.
+    """
+    column = "label" if "label" in slides else "target"  # survival / regression: the target
+    mixed = slides.groupby("case_id")[column].unique()
+    mixed = mixed[mixed.map(len) > 1]
+    if len(mixed):
+        case = mixed.index[0]
+        raise CohortError(f"case {case!r} has slides with different labels "
+                          f"({', '.join(sorted(map(str, mixed.iloc[0])))}); data.bag_level "
+                          f"patient needs one label per case ({len(mixed)} such case(s))",
+                          labels_path)
+
+
+class PatientDataset(torch.utils.data.Dataset):
+    """Cases as bags: each case's slides united side by side (:func:`union_bags`).
+
+    Same interface as :class:`BagDataset` for the training loop: ``slide_ids`` holds the bag
+    ids, here the case ids (``id_column`` names them in prediction tables), and ``members``
+    each case's slides.
+
+    Args:
+        slides: the slide dataset (its cache is shared: each slide is read once).
+        cases: case id → its slide ids, in the order their patches are stacked.
+    """
+
+    id_column = "case_id"
+
+    def __init__(self, slides: BagDataset, cases: dict[str, list[str]]) -> None:
+        self.members = {c: list(s) for c, s in cases.items()}
+        self.slides = slides.subset([s for ids in self.members.values() for s in ids])
+        self.slide_ids = list(self.members)
+        where = {s: i for i, s in enumerate(self.slides.slide_ids)}
+        self._rows = {c: [where[s] for s in ids] for c, ids in self.members.items()}
+        self.targets = (None if slides.targets is None else
+                        [self.slides.targets[self._rows[c][0]] for c in self.slide_ids])
+        self._store: dict[str, GraphBag] = {}
+
+    def __len__(self) -> int:
+        return len(self.slide_ids)
+
+    @property
+    def cache(self) -> bool:
+        """Whether the cases' slides are kept in memory (else :func:`prefetched` reads ahead)."""
+        return self.slides.cache
+
+    def load(self, i: int) -> GraphBag:
+        """Case ``i``'s slides read and united (no cache)."""
+        case = self.slide_ids[i]
+        y = None if self.targets is None else target_value(self.targets[i])
+        return union_bags([self.slides[r] for r in self._rows[case]], case, y)
+
+    def __getitem__(self, i: int) -> GraphBag:
+        case = self.slide_ids[i]
+        if case in self._store:
+            return self._store[case]
+        gb = self.load(i)
+        if self.slides.cache:
+            self._store[case] = gb
+        return gb
+
+
+def patient_dataset(slides: BagDataset, table: pd.DataFrame) -> PatientDataset:
+    """The cases of ``table`` (rows ``slide_id, case_id``) as patient bags, cases in order of
+    first appearance, each case's slides sorted by id."""
+    cases: dict[str, list[str]] = {}
+    for sid, case in zip(table["slide_id"], table["case_id"], strict=True):
+        cases.setdefault(str(case), []).append(str(sid))
+    return PatientDataset(slides, {c: sorted(s) for c, s in cases.items()})

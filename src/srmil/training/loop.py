@@ -23,24 +23,28 @@ from tqdm import tqdm
 
 from srmil import __version__
 from srmil.config import TrainConfig, to_dict
-from srmil.errors import SrmilError, exc_line
+from srmil.errors import ConfigError, SrmilError, exc_line
 from srmil.models.base import MILModel, create_model
 from srmil.storage import write_csv, write_json, write_text
 from srmil.tasks import ClassificationTask, Task
+from srmil.training.calibration import apply_temperature, fit_fold_temperature, scored
 from srmil.training.checkpoint import load_state, load_weights, save_state, save_weights
 from srmil.training.data import BagDataset, prefetched
+from srmil.training.logs import close_loggers, epoch_end, make_loggers
+from srmil.training.sampling import class_weights, epoch_order
 from srmil.training.selection import eligible, is_better
 
 log = logging.getLogger(__name__)
 
 
-def make_fabric(cfg: TrainConfig) -> Fabric:
+def make_fabric(cfg: TrainConfig, loggers: list | None = None) -> Fabric:
     """Single-device Fabric; ``auto`` picks a GPU when one is present, else the CPU."""
     accelerator, devices = cfg.accelerator, 1
     if accelerator.startswith("cuda:") and accelerator[5:].isdigit():  # one named GPU
         accelerator, devices = "cuda", [int(accelerator[5:])]
     try:
-        return Fabric(accelerator=accelerator, devices=devices, precision=cfg.precision)
+        return Fabric(accelerator=accelerator, devices=devices, precision=cfg.precision,
+                      loggers=loggers)
     except (ValueError, RuntimeError, TypeError) as exc:  # unknown or unavailable accelerator
         raise SrmilError(f"accelerator {cfg.accelerator!r}: {exc_line(exc)}") from None
 
@@ -82,9 +86,12 @@ def predict_proba(
 def prediction_table(data: BagDataset, probs: np.ndarray, classes: list[str],
                      split: str | None = None, task: Task | None = None) -> pd.DataFrame:
     """``slide_id, [split], label, target, pred, prob_<class>…`` (classification), or the
-    task's columns (:meth:`srmil.tasks.Task.table`)."""
+    task's columns (:meth:`srmil.tasks.Task.table`); for patient bags ``case_id, slides``
+    (the case's slides, ``;``-separated) instead of ``slide_id``."""
     task = task or ClassificationTask(classes)
-    df = pd.DataFrame({"slide_id": data.slide_ids})
+    df = pd.DataFrame({getattr(data, "id_column", "slide_id"): data.slide_ids})
+    if hasattr(data, "members"):
+        df["slides"] = [";".join(data.members[c]) for c in data.slide_ids]
     if split is not None:
         df["split"] = split
     for col, values in task.table(probs, data.targets).items():
@@ -135,8 +142,15 @@ def fit_fold(
     targets (survival time bins, regression standardisation) and saved as ``task.json``.
 
     Files: ``last.pt`` (every epoch), ``best.safetensors`` (on improvement), ``history.csv``,
-    then ``predictions.csv`` (val and test), ``metrics.json`` and ``DONE`` (written last).
+    ``logs/`` (Lightning loggers), then ``calibration.json`` (``train.calibrate``),
+    ``predictions.csv`` (val and test), ``metrics.json`` and ``DONE`` (written last).
     A fold with ``DONE`` is returned as it is.
+
+    ``train.class_weights`` scale each bag's whole objective, ``parts["total"] · w[y]`` (mean
+    weight over the training bags 1): with one bag per step, a weighted cross-entropy with mean
+    reduction would divide the weight out again. For SRMIL the label-independent
+    reconstruction term is weighted with its bag, as the balanced sampler weights it in
+    expectation (:mod:`srmil.training.sampling`).
 
     Returns:
         The fold's metrics (``best_epoch``, ``val``, ``test``).
@@ -149,13 +163,18 @@ def fit_fold(
                          "is empty")
     task = task or ClassificationTask(classes)
     if task.name != "classification":
+        if cfg.class_weights != "none" or cfg.sampler != "shuffle" or cfg.calibrate != "none":
+            raise ConfigError(f"train.class_weights, train.sampler and train.calibrate are for "
+                              f"classification; this is a {task.name} run")
         try:
             task.fit(train.targets)
         except SrmilError as exc:
             raise SrmilError(str(exc), fold_dir) from None
-    fold_dir.mkdir(parents=True, exist_ok=True)
     n_classes = len(classes)
-    fabric = make_fabric(cfg)
+    weights = class_weights(cfg, train.targets, classes)  # (C,) or None; before any write
+    epoch_order(cfg, train.targets, classes, 0)  # a class the sampler cannot draw: fail now
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    fabric = make_fabric(cfg, make_loggers(cfg, fold_dir))
     torch.manual_seed(cfg.seed)
     net = create_model(model_name, in_dim, task.out_dim, model_overrides, task)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -197,8 +216,7 @@ def fit_fold(
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         model.train()
-        order = (np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
-                 if cfg.shuffle else np.arange(len(train)))
+        order = epoch_order(cfg, train.targets, classes, epoch)
         sums: dict[str, float] = {}
         bar = tqdm(order, desc=f"{desc}epoch {epoch + 1}/{cfg.epochs}", unit="bag",
                    disable=not tty, leave=False, file=sys.stderr)
@@ -209,10 +227,15 @@ def fit_fold(
             with fabric.autocast():
                 parts = model.loss(bag, target)
             opt.zero_grad(set_to_none=True)
-            fabric.backward(parts["total"])
+            # the bag's whole objective is weighted (sampling.py says why not inside the loss)
+            fabric.backward(parts["total"] if weights is None
+                            else parts["total"] * float(weights[bag.y]))
             opt.step()
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            values = {k: float(v.detach()) for k, v in parts.items()}
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            fabric.log_dict({f"step/{k}": v for k, v in values.items()},
+                            step=epoch * len(order) + step)
             bar.set_postfix({k: f"{v / step:.3f}" for k, v in sums.items()}, refresh=False)
         lr = opt.param_groups[0]["lr"]
         sched.step()
@@ -223,6 +246,7 @@ def fit_fold(
                "val_loss": float(np.nanmean(losses)), **task.history(vm),
                "seconds": time.perf_counter() - t0}
         history.append(row)
+        epoch_end(fabric, row, step=(epoch + 1) * len(order))
         key = task.selection_key(vm)
         if eligible(epoch, cfg.epochs, cfg.select_after) and is_better(
             key, None if best is None else tuple(best["key"])
@@ -247,17 +271,28 @@ def fit_fold(
             else:
                 log.info("%sepoch %d/%d %s val_%s=%.3f", desc, epoch + 1, cfg.epochs,
                          parts_txt, task.select_metric, vm[task.select_metric])
+    close_loggers(fabric)
     if best is None:
         raise SrmilError("no epoch was eligible for selection", fold_dir)
     if load_weights(fold_dir / "best.safetensors", net).get("epoch") != best["epoch"]:
         raise SrmilError("best.safetensors does not hold the selected epoch", fold_dir)
     out: dict[str, Any] = {"best_epoch": best["epoch"]}
+    if weights is not None:
+        out["class_weights"] = weights.tolist()
+    raw = {name: predict_proba(net, data, fabric.device, net.task)[0]
+           for name, data in (("val", val), ("test", test)) if len(data)}
+    temperature = fit_fold_temperature(cfg, fold_dir, np.asarray(val.targets), raw["val"])
+    if temperature is not None:
+        out["temperature"] = temperature
     tables = []
     for name, data in (("val", val), ("test", test)):
         if len(data) == 0:
             continue
-        probs, _ = predict_proba(net, data, fabric.device, net.task)
+        probs = raw[name] if temperature is None else apply_temperature(raw[name], temperature)
         out[name] = task.metrics(data.targets, probs)
+        if task.name == "classification":
+            y = np.asarray(data.targets)
+            out[name].update(scored(y, probs, None if temperature is None else raw[name]))
         tables.append(prediction_table(data, probs, classes, name, task))
     if task.name == "survival":  # the report's risk groups split at the training median
         risk, _ = predict_proba(net, train, fabric.device, net.task)

@@ -16,6 +16,8 @@ from sklearn.metrics import (
     balanced_accuracy_score,
     confusion_matrix,
     f1_score,
+    precision_score,
+    recall_score,
     roc_auc_score,
 )
 
@@ -42,7 +44,8 @@ def auc(y: np.ndarray, prob: np.ndarray, n_classes: int) -> tuple[float, list[fl
 
 def classification_metrics(y: np.ndarray, prob: np.ndarray, n_classes: int) -> dict[str, Any]:
     """Accuracy, balanced accuracy, AUC (binary; macro and per-class OvR for C > 2), F1
-    (binary: of class 1; else macro), confusion matrix, from true labels and probabilities."""
+    (binary: of class 1; else macro), confusion matrix, per-class recall and precision, from
+    true labels and probabilities."""
     y = np.asarray(y, dtype=np.int64)
     prob = np.asarray(prob, dtype=np.float64)
     pred = prob.argmax(axis=1)
@@ -59,6 +62,12 @@ def classification_metrics(y: np.ndarray, prob: np.ndarray, n_classes: int) -> d
                                  average="binary" if n_classes == 2 else "macro",
                                  zero_division=0)) if len(y) else np.nan,
             "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
+            # per class, in class order; 0 where a class has no slide (recall) or no
+            # prediction (precision)
+            "recall_per_class": recall_score(y, pred, labels=labels, average=None,
+                                             zero_division=0).tolist() if len(y) else [],
+            "precision_per_class": precision_score(y, pred, labels=labels, average=None,
+                                                   zero_division=0).tolist() if len(y) else [],
         }
     if n_classes > 2:
         out["auc_per_class"] = per
@@ -78,6 +87,10 @@ def _rank_auc(pos: np.ndarray, score: np.ndarray) -> float:
 def fast_metric(metric: str, y: np.ndarray, p: np.ndarray, n_classes: int) -> float:
     """The value :func:`classification_metrics` gives for ``metric``, computed with numpy only
     (thousands of bootstrap resamples; sklearn's per-call overhead dominates there)."""
+    if metric in ("ece", "brier"):  # calibration (training/calibration.py): numpy already
+        from srmil.training.calibration import brier, ece
+
+        return ece(y, p) if metric == "ece" else brier(y, p)
     if metric == "auc":
         per = [_rank_auc(y == c, p[:, c]) for c in range(n_classes)]
         return per[1] if n_classes == 2 else float(np.mean(per))

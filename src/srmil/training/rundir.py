@@ -136,6 +136,8 @@ class RunDir(_SplitsOwner):
     HISTORY = "history.csv"
     METRICS = "metrics.json"
     PREDICTIONS = "predictions.csv"
+    CALIBRATION = "calibration.json"  # the fitted temperature (train.calibrate temperature)
+    LOGS = "logs"  # Lightning CSV / TensorBoard logs, one version per start of the fold
 
     @property
     def config_path(self) -> Path:
@@ -223,7 +225,8 @@ class RunDir(_SplitsOwner):
 
     def predictions(self, split: str | None = None,
                     folds: list[int] | None = None) -> dict[int, pd.DataFrame]:
-        """Each fold's ``predictions.csv`` (``split``: only those rows, sorted by slide_id).
+        """Each fold's ``predictions.csv`` (``split``: only those rows, sorted by slide_id, or
+        by case_id in a patient-level run).
 
         Args:
             split: ``"val"`` | ``"test"`` | ``None`` (every row, as saved).
@@ -237,8 +240,9 @@ class RunDir(_SplitsOwner):
         out = {}
         for k in ks:
             t = _read_csv(self.fold_dir(k) / self.PREDICTIONS)
-            if split is not None:
-                t = t[t["split"] == split].sort_values("slide_id").reset_index(drop=True)
+            if split is not None:  # patient-level runs: one row per case_id
+                key = "slide_id" if "slide_id" in t else "case_id"
+                t = t[t["split"] == split].sort_values(key).reset_index(drop=True)
             out[k] = t
         return out
 
@@ -263,6 +267,18 @@ class RunDir(_SplitsOwner):
     def summary_table(self) -> pd.DataFrame | None:
         """``summary.csv``: one row per fold, or ``None``."""
         return _read_csv(self.summary_csv) if self.summary_csv.exists() else None
+
+    def temperature(self, k: int) -> float:
+        """The temperature saved with fold ``k``'s model (1.0 when the run does not
+        calibrate)."""
+        from srmil.training.calibration import read_temperature
+
+        return read_temperature(self.fold_dir(k), self.config().train)
+
+    def calibration(self, k: int) -> dict[str, Any] | None:
+        """Fold ``k``'s ``calibration.json`` (the temperature fit) or ``None``."""
+        p = self.fold_dir(k) / self.CALIBRATION
+        return _read_json(p) if p.exists() else None
 
     def models(self, fold: int | None = None) -> list[tuple[int, MILModel]]:
         """The finished folds' selected models in eval mode, ordered by fold.

@@ -1,0 +1,22 @@
+"""``srmil init [--model NAME] > config.yaml``: a commented run config at its defaults."""
+
+from __future__ import annotations
+
+import argparse
+
+from srmil.cli.common import add_command, flag
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "init", help="print a commented YAML run config (every default)",
+                    description="Print every section and field of the run config with its "
+                    "default and a one-line description; `--config` reads the file back.")
+    flag(p, "--model", " whose settings fill model_config (default srmil)", default="srmil")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from srmil import api
+
+    print(api.init_config(args.model), end="")
+    return 0
