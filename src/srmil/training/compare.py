@@ -184,8 +184,8 @@ def comparison_table(out: Path, specs: list[str], ref: str, n_classes: int, n_bo
             table.loc[i, cols] = [0.0, np.nan, np.nan]
             continue
         for k in ref_folds:
-            key = "slide_id" if "slide_id" in ref_folds[k] else "case_id"  # patient bags
-            if key not in preds[spec][k] or not ref_folds[k][key].equals(preds[spec][k][key]):
+            ids = "slide_id" if "slide_id" in ref_folds[k] else "case_id"  # patient bags
+            if ids not in preds[spec][k] or not ref_folds[k][ids].equals(preds[spec][k][ids]):
                 raise SrmilError(f"fold {k}: {spec} was tested on other slides than {ref}", out)
         if classify:
             fb = [probs_of(preds[spec][k]) for k in ref_folds]
