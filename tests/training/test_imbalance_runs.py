@@ -121,7 +121,7 @@ def test_tensorboard_logger_when_installed_and_one_line_when_not(capsys, tmp_pat
     assert code == 2 and "pip install 'srmil[tensorboard]'" in err and not run.exists()
     monkeypatch.undo()
     if not logs.tensorboard_available():
-        pytest.skip("tensorboard is not installed")
+        pytest.fail("tensorboard is missing: pip install -e '.[dev]' (the dev extra has it)")
     code, _, err = cli(capsys, "train", *args(cohort, run, "--set", "train.logger=tensorboard",
                                               "--epochs", 1))
     assert code == 0, err
