@@ -37,7 +37,9 @@ from srmil.api.runs import (
     demo,
     load_training_cohort,
     models,
+    resolve_executor_config,
     resolve_run_config,
+    summarise,
     synth,
     train,
 )
@@ -48,6 +50,6 @@ __all__ = [
     "CompareResult", "ComparisonDir", "DemoResult", "EvaluateResult", "HeatmapResult",
     "JobResult", "ModelInfo", "PredictResult", "ReportResult", "RunDir", "RunResult",
     "SynthResult", "check", "compare", "cv", "demo", "evaluate", "extract", "heatmap",
-    "load_training_cohort", "models", "patch", "predict", "report", "resolve_run_config",
-    "segment", "synth", "train",
+    "load_training_cohort", "models", "patch", "predict", "report", "resolve_executor_config",
+    "resolve_run_config", "segment", "summarise", "synth", "train",
 ]

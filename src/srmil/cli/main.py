@@ -8,7 +8,18 @@ import sys
 import warnings
 
 from srmil import __version__
-from srmil.cli import bench, check, compare, demo, evaluate, models, predict, synth, train
+from srmil.cli import (
+    bench,
+    check,
+    compare,
+    demo,
+    evaluate,
+    models,
+    predict,
+    summarise,
+    synth,
+    train,
+)
 from srmil.cli import extract as extract_cli
 from srmil.cli import heatmap as heatmap_cli
 from srmil.cli import patch as patch_cli
@@ -17,7 +28,7 @@ from srmil.cli import segment as segment_cli
 from srmil.cli.common import HelpFormatter, add_log_args, configure_logging, unconfigure_logging
 from srmil.errors import SrmilError, exc_line
 
-SUBCOMMANDS = (synth, check, train, evaluate, predict, compare, models, bench, demo,
+SUBCOMMANDS = (synth, check, train, evaluate, predict, compare, summarise, models, bench, demo,
                heatmap_cli, report_cli, segment_cli, patch_cli, extract_cli)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import torch
 
 from srmil.bags.bag import FeatureBag
@@ -16,6 +15,7 @@ from srmil.bags.readers import has_coords, read_bag
 from srmil.config import GraphConfig
 from srmil.errors import BagError
 from srmil.graphs.graph_bag import GraphBag, to_graph_bag
+from srmil.storage import open_h5
 
 
 def bag_headers(paths: list[str | Path]) -> tuple[int, int | None]:
@@ -34,7 +34,7 @@ def bag_headers(paths: list[str | Path]) -> tuple[int, int | None]:
         if Path(p).suffix.lower() not in (".h5", ".hdf5"):
             continue
         try:
-            with h5py.File(p, "r") as h5:
+            with open_h5(p) as h5:
                 key = "features" if "features" in h5 else "feats"
                 n, d = h5[key].shape
         except OSError as exc:
