@@ -48,7 +48,7 @@ def bench_scale(cfg: ScaleBenchConfig | None = None) -> dict[str, Any]:
                                               accelerator="cpu"),
                             split=SplitConfig(folds=cfg.folds, seed=cfg.seed))
         for jobs in cfg.jobs:
-            ex = ExecutorConfig(kind="local", jobs=jobs, poll_s=0.2)
+            ex = ExecutorConfig(kind="local", jobs=jobs, poll_s=0.2, threads=cfg.threads)
             load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
             t0 = time.perf_counter()
             res = api.cv(cohort.labels, cohort.bags, root / f"run_jobs{jobs}", run_cfg,
@@ -56,7 +56,8 @@ def bench_scale(cfg: ScaleBenchConfig | None = None) -> dict[str, Any]:
             wall = time.perf_counter() - t0
             run = RunDir(res.path)
             epoch_s = sum(float(run.history(k)["seconds"].sum()) for k in run.split_folds())
-            rows.append({"jobs": jobs, "threads": max(1, cpus // jobs), "wall_s": wall,
+            rows.append({"jobs": jobs, "threads": cfg.threads or max(1, cpus // jobs),
+                         "wall_s": wall,
                          "folds_per_hour": cfg.folds * 3600.0 / wall, "epoch_s": epoch_s,
                          "load_before": load0,
                          "load_after": os.getloadavg()[0] if hasattr(os, "getloadavg")

@@ -355,6 +355,7 @@ class ScaleBenchConfig:
     model: str = "abmil"
     jobs: tuple[int, ...] = (1, 2)
     seed: int = 0
+    threads: int | None = None  # torch threads per job (None: cpu_count // jobs)
 
 
 SECTIONS = {"train": TrainConfig, "graph": GraphConfig, "split": SplitConfig}

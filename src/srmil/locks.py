@@ -148,6 +148,20 @@ class Claim:
         except (ValueError, KeyError, TypeError):
             return text.split(" ")[0]
 
+    def active_holder(self) -> str:
+        """Who appears to hold the claim (``pid@host``), without taking it: ``""`` when there is
+        no lock file or its holder is gone (dead on this host; file mode: stale). Probing by
+        taking the claim would make a job that arrives at that moment find it busy."""
+        if not self.lock.exists():
+            return ""
+        holder = self.holder()
+        pid, _, host = holder.partition("@")
+        if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+            return ""
+        if resolve_lock_mode(self.mode, self.lock.parent) == "file" and self.is_stale():
+            return ""
+        return holder or "another process"
+
     def acquire(self) -> bool:
         """Try to take the claim; False when another process or thread holds it."""
         if self.held:

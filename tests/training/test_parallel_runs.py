@@ -61,7 +61,8 @@ def test_fold_jobs_started_together_share_one_setup_and_the_last_summarises(
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for k in range(3)]
     outs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], [e for _, e in outs]
+    failed = "\n".join(e for (_, e), p in zip(outs, procs, strict=True) if p.returncode)
+    assert [p.returncode for p in procs] == [0, 0, 0], failed
     assert not any("written by another process" in e for _, e in outs)
     r = RunDir(run)
     assert r.is_done() and r.finished_folds() == [0, 1, 2]
@@ -158,7 +159,7 @@ def test_cv_on_the_local_executor_two_jobs_at_a_time(capsys, cohort, sequential,
     run = tmp_path / "run"
     code, out, err = cli(capsys, *cv_args(cohort, run, "--executor", "local", "--jobs", 2))
     assert code == 0, err
-    assert "test_auc" in out and "fold 2: finished (3 of 3" in err
+    assert "test_auc" in out and ": finished (3 of 3" in err
     assert RunDir(run).summary() == sequential.run.summary()
     assert list((run / "logs").glob("*_log.err"))  # each job's log, beside the run
     # everything done: --resume submits nothing and reprints the table

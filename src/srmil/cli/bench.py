@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--faithful-up-to", type=int, default=20_000,
                    help="step: largest N for SRMIL's faithful PyG path")
     p.add_argument("--device", default="cpu", help="step: cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="step: torch threads per worker")
+    p.add_argument("--threads", type=int, default=None, help="step: torch threads per worker; "
+                   "scale: per job (default cpu_count / jobs)")
     p.add_argument("--out", default=None, help="step: also write the figures as JSON here")
     p.add_argument("--slide", default=None, help="extract: slide file (default: the CMU-1 "
                    "fixture of `make fixtures`, else a synthetic in-memory slide)")
@@ -49,7 +50,7 @@ def run_scale(args: argparse.Namespace) -> int:
     from srmil.storage import write_json
 
     cfg = ScaleBenchConfig(slides=args.n_slides, folds=args.folds, epochs=args.epochs,
-                           model=args.model,
+                           model=args.model, threads=args.threads,
                            jobs=tuple(int(j) for j in args.jobs.split(",") if j))
     result = bench_scale(cfg)
     print(format_scale_table(result))

@@ -229,11 +229,9 @@ class RunDir(_SplitsOwner):
         """``done`` | ``training (pid@host)`` | ``unfinished (E of N epochs)`` | ``not started``."""
         if self.is_fold_done(k):
             return "done"
-        claim = self.fold_claim(k, lock)
-        if claim.acquire():
-            claim.release()
-        else:
-            return f"training ({claim.holder() or 'another process'})"
+        holder = self.fold_claim(k, lock).active_holder()
+        if holder:
+            return f"training ({holder})"
         hist = self.history(k)
         if hist is not None and len(hist):
             epochs = self.config().train.epochs if self.is_run() else "?"
