@@ -386,6 +386,62 @@ class RunConfig:
             raise ConfigError(f"unknown task {self.task!r}; choose from: {', '.join(tasks)}")
 
 
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Where the folds (× model specs) of ``srmil cv`` / ``srmil compare`` run (submitit).
+
+    The ``executor:`` section of a ``--config`` file (``--executor`` and ``--jobs`` override
+    ``kind`` and ``jobs``). Never part of a run's ``config.json``: where a fold ran does not
+    change its result, so a run may be continued on another executor.
+    """
+
+    kind: str = "none"  # none: in this process, fold after fold | local: local processes |
+    #                     slurm: one SLURM job array | debug: submitit's in-process executor
+    jobs: int = 1  # at a time: local processes; slurm: the array's parallelism (0: no limit)
+    folder: str | None = None  # submitit's job files and logs (default: <out>/logs)
+    wait: bool = True  # wait for the jobs, then summarise; False: submit and return (slurm)
+    threads: int | None = None  # torch threads per job (None: local cpu_count // jobs, slurm
+    #                             cpus_per_task)
+    timeout_min: int = 24 * 60  # per job
+    gpus_per_node: int = 0  # GPUs per job (local: CUDA_VISIBLE_DEVICES is set per job, so 0
+    #                         means CPU only)
+    cpus_per_task: int = 4  # slurm
+    mem_gb: float = 32.0  # slurm
+    partition: str | None = None  # slurm
+    account: str | None = None  # slurm
+    qos: str | None = None  # slurm
+    constraint: str | None = None  # slurm
+    setup: tuple[str, ...] = ()  # shell lines before each SLURM job (module load, source venv)
+    additional: dict[str, Any] = dataclasses.field(default_factory=dict)  # more #SBATCH keys
+    poll_s: float = 1.0  # how often the waiting process looks at its jobs
+
+    def __post_init__(self) -> None:
+        if self.kind not in EXECUTORS:
+            raise ConfigError(f"executor.kind must be one of {', '.join(EXECUTORS)}, got "
+                              f"{self.kind!r}")
+        if self.jobs < 0 or (self.jobs == 0 and self.kind != "slurm"):
+            raise ConfigError(f"executor.jobs must be >= 1 (0: no limit, slurm only), got "
+                              f"{self.jobs}")
+
+
+EXECUTORS = ("none", "local", "slurm", "debug")
+
+
+@dataclass(frozen=True)
+class ScaleBenchConfig:
+    """What ``srmil bench scale`` measures (a benchmark, never a test): folds per hour of
+    ``cv --executor local`` with 1 and with ``jobs`` processes on a synthetic cohort."""
+
+    slides: int = 40  # slides of the synthetic cohort
+    dim: int = 32  # their feature dimension
+    folds: int = 4  # folds of the timed cv
+    epochs: int = 3  # epochs per fold
+    model: str = "abmil"  # the model trained
+    jobs: tuple[int, ...] = (1, 2)  # local processes at a time, one timed run each
+    seed: int = 0  # the cohort's and the run's seed
+    threads: int | None = None  # torch threads per job (None: cpu_count // jobs)
+
+
 SECTIONS = {"train": TrainConfig, "graph": GraphConfig, "split": SplitConfig,
             "data": DataConfig, "survival": SurvivalConfig, "regression": RegressionConfig}
 
@@ -402,10 +458,11 @@ from srmil.config_io import (  # noqa: E402
 )
 
 __all__ = [
-    "ABMILConfig", "CLAMConfig", "DSMILConfig", "DTFDConfig", "DataConfig", "ExtractConfig",
-    "GatedABMILConfig", "GraphConfig", "HeatmapConfig", "MeanConfig", "PatchConfig",
-    "PatchGCNConfig", "RegressionConfig", "RunConfig", "SECTIONS", "SRMILConfig", "SplitConfig",
-    "SurvivalConfig", "SynthConfig", "TissueConfig", "TrainConfig", "TransMILConfig",
-    "_check_type", "apply_sets", "commented_yaml", "field_descriptions", "from_dict",
+    "ABMILConfig", "CLAMConfig", "DSMILConfig", "DTFDConfig", "DataConfig", "EXECUTORS",
+    "ExecutorConfig", "ExtractConfig", "GatedABMILConfig", "GraphConfig", "HeatmapConfig",
+    "MeanConfig", "PatchConfig", "PatchGCNConfig", "RegressionConfig", "RunConfig", "SECTIONS",
+    "SRMILConfig", "ScaleBenchConfig", "SplitConfig", "SurvivalConfig", "SynthConfig",
+    "TissueConfig", "TrainConfig", "TransMILConfig", "_check_type", "apply_sets",
+    "commented_yaml", "field_descriptions", "from_dict",
     "load_config_file", "parse_value", "to_dict",
 ]

@@ -120,6 +120,20 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
             pass
 
 
+def open_h5(path: str | os.PathLike) -> Any:
+    """An HDF5 file opened for reading without HDF5's own file locking.
+
+    Every file srmil reads is complete once it exists under its name (written to a temporary
+    file and renamed), so readers need no lock; and HDF5's ``flock``-based locking fails on
+    some NFS and Lustre mounts ("unable to lock file, errno = 37"), or refuses to read a file
+    another process still has open. h5py's ``locking=False`` switches it off for this file
+    only (setting ``HDF5_USE_FILE_LOCKING`` after h5py is imported has no effect).
+    """
+    import h5py
+
+    return h5py.File(path, "r", locking=False)
+
+
 def write_text(path: str | os.PathLike, text: str, overwrite: bool = False) -> Path:
     """Atomically write ``text`` to ``path``."""
     with atomic_path(path, overwrite) as tmp:

@@ -34,11 +34,16 @@ def test_no_parser_abbreviates_flags():
 
 
 def test_a_prefix_is_not_another_flag(capsys):
-    """``srmil cv --fold 0`` was ``--folds 0``; now it is refused as unknown."""
+    """``srmil compare --model x`` would be ``--models x``; it is refused as unknown (and
+    ``srmil cv --fold 0`` is its own flag, one fold, never ``--folds 0``)."""
     with pytest.raises(SystemExit) as e:
-        main(["cv", "--labels", "l.csv", "--bags", "b", "--out", "o", "--fold", "0"])
+        main(["compare", "--labels", "l.csv", "--bags", "b", "--out", "o", "--models", "mean",
+              "--model", "abmil"])
     assert e.value.code == 2
-    assert "unrecognized arguments: --fold 0" in capsys.readouterr().err
+    assert "unrecognized arguments: --model abmil" in capsys.readouterr().err
+    args = build_parser().parse_args(["cv", "--labels", "l", "--bags", "b", "--out", "o",
+                                      "--fold", "0"])
+    assert args.fold == 0 and args.folds is None
 
 
 def test_every_visible_flag_is_in_the_vocabulary_with_its_meaning():

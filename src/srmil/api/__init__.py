@@ -38,7 +38,9 @@ from srmil.api.runs import (
     init_config,
     load_training_cohort,
     models,
+    resolve_executor_config,
     resolve_run_config,
+    summarise,
     synth,
     train,
 )
@@ -50,5 +52,5 @@ __all__ = [
     "JobResult", "ModelInfo", "PredictResult", "ReportResult", "RunDir", "RunResult",
     "SynthResult", "check", "compare", "cv", "demo", "evaluate", "extract", "heatmap",
     "init_config", "load_training_cohort", "models", "patch", "predict", "report",
-    "resolve_run_config", "segment", "synth", "train",
+    "resolve_executor_config", "resolve_run_config", "segment", "summarise", "synth", "train",
 ]

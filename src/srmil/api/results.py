@@ -37,13 +37,17 @@ class RunResult:
 
     Attributes:
         run: the run directory (paths and readers).
-        summary: per-metric mean ± std and 95 % CI of the test split (``summary.json``).
-        folds: one row per trained fold (``summary.csv``).
+        summary: per-metric mean ± std and 95 % CI of the test split (``summary.json``);
+            empty while folds are missing.
+        folds: one row per trained fold (``summary.csv``), or ``None`` while folds are missing.
+        missing: a ``--fold`` job's view: each fold not yet done → its state (``training
+            (pid@host)``, ``not started`` …); empty once the run is summarised.
     """
 
     run: RunDir
     summary: dict[str, Any]
-    folds: pd.DataFrame
+    folds: pd.DataFrame | None
+    missing: dict[int, str] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -93,13 +97,17 @@ class CompareResult:
         table: one row per spec (``comparison.csv``).
         markdown: the same as a markdown table (``comparison.md``).
         comparison: the comparison directory (paths, one :class:`RunDir` per spec).
-        roc: the pooled test ROC figure (``None`` for survival and regression).
+        roc: the pooled test ROC figure (``None`` for survival and regression, and while
+            folds are missing).
+        missing: a ``--spec``/``--fold`` job's view: spec → its folds not yet done → their
+            state; empty once the table is written (then ``table`` is empty until then).
     """
 
     table: pd.DataFrame
     markdown: str
     comparison: ComparisonDir
     roc: Path | None
+    missing: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -137,11 +145,14 @@ class JobResult:
         stages: stage → one status row per slide (``done`` | ``skipped`` | ``failed``).
         layout: the job directory layout (status tables, outputs).
         encoder: the features stage's encoder name, or ``None``.
+        workers: ``--devices N``: each worker process's own rows (``stages`` merges them:
+            the row of the worker that did the work); empty for one process.
     """
 
     stages: dict[str, list[StatusRow]]
     layout: JobLayout
     encoder: str | None = None
+    workers: tuple[dict[str, list[StatusRow]], ...] = ()
 
     def counts(self) -> dict[str, dict[str, int]]:
         """{stage: {done, skipped, failed}}."""

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srmil.api.results import CompareResult, DemoResult, ModelInfo, RunResult, SynthResult
-from srmil.config import GraphConfig, RunConfig, SplitConfig, SynthConfig, TrainConfig
+from srmil.config import (
+    ExecutorConfig,
+    GraphConfig,
+    RunConfig,
+    SplitConfig,
+    SynthConfig,
+    TrainConfig,
+)
 from srmil.errors import CohortError, ConfigError, SrmilError
 
 if TYPE_CHECKING:
@@ -102,15 +109,23 @@ def load_training_cohort(labels: PathLike, bags: PathLike, split: SplitConfig = 
 
 
 def _run(labels: PathLike, bags: PathLike, out: PathLike, cfg: RunConfig,
-         folds: list[int] | None, splits: PathLike | None, resume: bool) -> RunResult:
+         folds: list[int] | None, splits: PathLike | None, resume: bool,
+         shared: bool = False, lock: str = "auto") -> RunResult:
     from srmil.training.crossval import run_folds  # Lightning: lazily
-    from srmil.training.rundir import RunDir
 
     cohort, table = load_training_cohort(labels, bags, cfg.split, splits, cfg.task,
                                          cfg.regression.strata)
-    summary = run_folds(out, cohort, table, cfg, folds=folds, resume=resume)
+    run_folds(out, cohort, table, cfg, folds=folds, resume=resume, shared=shared, lock=lock)
+    return _run_result(out, lock)
+
+
+def _run_result(out: PathLike, lock: str = "auto") -> RunResult:
+    from srmil.training.rundir import RunDir
+
     run = RunDir(Path(out).absolute())  # still the run if the caller changes directory
-    return RunResult(run, summary, run.summary_table())
+    if run.is_done():
+        return RunResult(run, run.summary() or {}, run.summary_table())
+    return RunResult(run, {}, None, run.missing_folds(lock))
 
 
 def train(labels: PathLike, bags: PathLike, out: PathLike, cfg: RunConfig | None = None,
@@ -133,15 +148,88 @@ def train(labels: PathLike, bags: PathLike, out: PathLike, cfg: RunConfig | None
 
 
 def cv(labels: PathLike, bags: PathLike, out: PathLike, cfg: RunConfig | None = None,
-       splits: PathLike | None = None, resume: bool = False) -> RunResult:
+       splits: PathLike | None = None, resume: bool = False, fold: int | None = None,
+       executor: ExecutorConfig | None = None, lock: str = "auto") -> RunResult:
     """Patient-level k-fold cross-validation: every fold of :func:`train`, then the summary
-    (mean ± std and 95 % bootstrap CI of the test metrics). Arguments as :func:`train`."""
-    return _run(labels, bags, out, cfg or RunConfig(), None, splits, resume)
+    (mean ± std and 95 % bootstrap CI of the test metrics). Arguments as :func:`train`, and:
+
+    Args:
+        fold: train only this fold into the shared run directory ``out`` (one job of a SLURM
+            array, ``--array=0-4``): the first job writes the run's shared files, the others
+            check theirs are identical (a difference is one line, nothing written); a fold
+            another job is training is refused (:class:`~srmil.training.crossval.FoldBusyError`);
+            the job that finishes the last fold writes the summary.
+        executor: run the folds as jobs (``local`` processes or a ``slurm`` array, see
+            :mod:`srmil.api.jobs`); ``None`` or kind ``none``: here, one after another.
+        lock: how jobs claim files: ``auto`` | ``flock`` | ``file`` (:mod:`srmil.locks`).
+
+    Returns:
+        The run; with ``fold``, ``missing`` lists the folds not yet done (and ``summary`` is
+        empty) until the last one finishes.
+    """
+    cfg = cfg or RunConfig()
+    if executor is not None and executor.kind != "none":
+        if fold is not None:
+            raise ConfigError("--fold is one job; --executor submits the jobs (use one)")
+        return _cv_jobs(labels, bags, out, cfg, splits, resume, executor, lock)
+    if fold is not None:
+        return _run(labels, bags, out, cfg, [fold], splits, resume, shared=True, lock=lock)
+    return _run(labels, bags, out, cfg, None, splits, resume, lock=lock)
+
+
+def _absolute(p: PathLike | None) -> str | None:
+    return None if p is None else str(Path(p).absolute())
+
+
+def _jobs_folder(out: PathLike, executor: ExecutorConfig) -> Path:
+    return Path(executor.folder) if executor.folder else Path(out).absolute() / "logs"
+
+
+def _finish_jobs(sub, what: str) -> None:
+    from srmil.api.jobs import failure_line
+
+    if sub.failed:
+        raise SrmilError(failure_line(sub))
+    if not sub.outcomes and sub.job_ids:
+        log.info("%d job(s) submitted for %s; the last to finish writes the summary "
+                 "(srmil summarise %s shows what is missing)", len(sub.job_ids), what, what)
+
+
+def _cv_jobs(labels: PathLike, bags: PathLike, out: PathLike, cfg: RunConfig,
+             splits: PathLike | None, resume: bool, executor: ExecutorConfig,
+             lock: str) -> RunResult:
+    from srmil.api.jobs import FoldTask, submit_tasks
+    from srmil.training.crossval import run_folds
+    from srmil.training.rundir import RunDir
+
+    cohort, table = load_training_cohort(labels, bags, cfg.split, splits)
+    # set up (or check, to resume) here: bad input is one line before anything is submitted
+    run_folds(out, cohort, table, cfg, folds=[], resume=resume, shared=True, join=False,
+              lock=lock)
+    run = RunDir(Path(out).absolute())
+    todo = [k for k in run.split_folds() if not run.is_fold_done(k)]
+    if todo:
+        tasks = [FoldTask(str(Path(labels).absolute()), str(Path(bags).absolute()),
+                          str(run.path), cfg, k, _absolute(splits), resume, lock,
+                          executor.threads, log_level=_level())
+                 for k in todo]
+        _finish_jobs(submit_tasks(tasks, executor, _jobs_folder(out, executor)), str(out))
+    from srmil.training.crossval import finish_run
+
+    if executor.wait:
+        finish_run(run.path, lock)  # normally done by the last job already
+    return _run_result(run.path, lock)
+
+
+def _level() -> int:
+    return logging.getLogger("srmil").getEffectiveLevel()
 
 
 def compare(labels: PathLike, bags: PathLike, out: PathLike, specs: list[str],
             base: RunConfig | None = None, reference: str | None = None,
-            splits: PathLike | None = None, resume: bool = False) -> CompareResult:
+            splits: PathLike | None = None, resume: bool = False, spec: str | None = None,
+            fold: int | None = None, executor: ExecutorConfig | None = None,
+            lock: str = "auto") -> CompareResult:
     """Train every model spec on the same folds; one table with paired tests and the ROC.
 
     Args:
@@ -153,14 +241,17 @@ def compare(labels: PathLike, bags: PathLike, out: PathLike, specs: list[str],
         reference: spec the paired tests compare against (default: the first srmil spec).
         splits: reuse saved splits.
         resume: continue an interrupted comparison.
+        spec, fold: one job of several on ``out`` (either or both): only this spec (itself or
+            its 0-based index in ``specs``) / fold; as :func:`cv`'s ``fold``.
+        executor: run every (spec, fold) as a job (:func:`cv`).
+        lock: how jobs claim files (:mod:`srmil.locks`).
 
     Returns:
-        The table, its markdown, the comparison directory and the pooled ROC figure.
+        The table, its markdown, the comparison directory and the pooled ROC figure; for a
+        job whose fold is not the last, an empty table and ``missing``.
     """
-    from srmil.reports.roc import pooled, roc_figure
     from srmil.training.compare import compare as compare_specs
-    from srmil.training.compare import format_markdown, parse_spec
-    from srmil.training.rundir import ComparisonDir
+    from srmil.training.compare import parse_spec
 
     base = base or RunConfig()
     specs = [s.strip() for s in specs if s.strip()]
@@ -171,18 +262,115 @@ def compare(labels: PathLike, bags: PathLike, out: PathLike, specs: list[str],
     if base.model_config:
         raise ConfigError("model settings go into the specs (e.g. srmil:mask_rate=0.5), "
                           "not --set model.*")
+    jobs = executor is not None and executor.kind != "none"
+    if jobs and (spec is not None or fold is not None):
+        raise ConfigError("--spec/--fold is one job; --executor submits the jobs (use one)")
     cohort, table = load_training_cohort(labels, bags, base.split, splits, base.task,
                                          base.regression.strata)
     base = dataclasses.replace(base, task=cohort.task)
-    result = compare_specs(out, specs, cohort, table, base, reference, resume)
+    result = compare_specs(out, specs, cohort, table, base, reference, resume, spec=spec,
+                           fold=fold, lock=lock, train=not jobs)
+    if jobs and result is None:
+        from srmil.api.jobs import FoldTask, submit_tasks
+        from srmil.training.compare import resolve_spec
+        from srmil.training.rundir import ComparisonDir
+
+        cmp = ComparisonDir(Path(out).absolute())
+        folds = sorted(int(k) for k in table["fold"].unique())
+        tasks = [FoldTask(str(Path(labels).absolute()), str(Path(bags).absolute()),
+                          str(cmp.path), base, k, _absolute(splits), resume, lock,
+                          executor.threads, tuple(specs), resolve_spec(s, specs), reference,
+                          _level())
+                 for s in specs for k in folds if not cmp.run(s).is_fold_done(k)]
+        _finish_jobs(submit_tasks(tasks, executor, _jobs_folder(out, executor)), str(out))
+        if executor.wait:
+            from srmil.training.compare import finish_comparison
+
+            finish_comparison(cmp.path, lock)
+    return _compare_result(out, lock)
+
+
+def _compare_result(out: PathLike, lock: str = "auto") -> CompareResult:
+    import pandas as pd
+
+    from srmil.reports.roc import pooled, roc_figure
+    from srmil.training.compare import comparison_missing, format_markdown
+    from srmil.training.rundir import ComparisonDir
+
     cmp = ComparisonDir(Path(out).absolute())
-    folds = sorted(table["fold"].unique().tolist())
+    setup = cmp.setup() or {}
+    if not cmp.is_done():
+        return CompareResult(pd.DataFrame(), "", cmp, None, comparison_missing(cmp.path, lock))
+    specs = list(setup.get("specs", []))
+    folds = sorted(int(k) for k in cmp.splits()["fold"].unique())
+    task = (setup.get("base") or {}).get("task", "classification")
     roc = None
-    if cohort.task == "classification":  # ROC curves need classes
-        curves = {s: pooled(cmp.run(s).predictions("test", folds)) for s in specs}
-        roc = roc_figure(curves, cmp.roc_path)
-    ref = (cmp.setup() or {}).get("reference", specs[0])
-    return CompareResult(result, format_markdown(result, ref, cohort.task), cmp, roc)
+    if task in ("auto", "classification"):  # ROC curves need classes
+        roc = cmp.roc_path
+        if not roc.exists() or roc.stat().st_mtime < cmp.table_csv.stat().st_mtime:
+            curves = {s: pooled(cmp.run(s).predictions("test", folds)) for s in specs}
+            roc = roc_figure(curves, cmp.roc_path)
+    result = cmp.table()
+    ref = setup.get("reference", specs[0] if specs else "")
+    return CompareResult(result, format_markdown(result, ref, task), cmp, roc)
+
+
+def summarise(path: PathLike, lock: str = "auto") -> RunResult | CompareResult:
+    """Write the summary of a run (``summary.csv/.json``) or the tables of a comparison
+    (``comparison.csv/.md``, the ROC figure) once every fold is done; what ``--fold`` jobs
+    leave to the last of them, for when that one did not get to it (or to see what is missing).
+
+    Args:
+        path: a run directory (``srmil cv``) or a comparison directory (``srmil compare``).
+        lock: how files are claimed (:mod:`srmil.locks`).
+
+    Returns:
+        The run's or the comparison's result.
+
+    Raises:
+        SrmilError: not a run or comparison, or folds not done (one line listing them).
+    """
+    from srmil.training.compare import comparison_missing, finish_comparison
+    from srmil.training.crossval import finish_run
+    from srmil.training.rundir import ComparisonDir, RunDir
+
+    cmp = ComparisonDir(Path(path).absolute())
+    if cmp.setup_path.exists():
+        if finish_comparison(cmp.path, lock) is None:
+            missing = comparison_missing(cmp.path, lock)
+            n = sum(len(v) for v in missing.values())
+            what = "; ".join(f"{s} " + ", ".join(f"fold {k} ({st})" for k, st in m.items())
+                             for s, m in missing.items())
+            raise SrmilError(f"{n} fold(s) not done: {what}", path)
+        return _compare_result(cmp.path, lock)
+    run = RunDir(Path(path).absolute())
+    if not run.is_run():
+        raise SrmilError("not a run or comparison directory (no config.json or compare.json)",
+                         path)
+    if finish_run(run.path, lock) is None:
+        missing = run.missing_folds(lock)
+        what = ", ".join(f"fold {k} ({st})" for k, st in missing.items())
+        raise SrmilError(f"{len(missing)} of {len(run.split_folds())} fold(s) not done: "
+                         f"{what}", path)
+    return _run_result(run.path, lock)
+
+
+def resolve_executor_config(config: PathLike | None = None, kind: str | None = None,
+                            jobs: int | None = None) -> ExecutorConfig:
+    """The ``executor:`` section of a config file < ``--executor`` / ``--jobs``.
+
+    Raises:
+        ConfigError: unknown or ill-typed keys.
+    """
+    from srmil.config import from_dict, load_config_file
+
+    data = load_config_file(os.fspath(config)) if config else {}
+    section = dict(data.get("executor") or {})
+    if kind is not None:
+        section["kind"] = kind
+    if jobs is not None:
+        section["jobs"] = jobs
+    return from_dict(ExecutorConfig, section)
 
 
 def demo(out: PathLike = "demo_out", seed: int = 0, epochs: int = DEMO_EPOCHS,
@@ -296,6 +484,7 @@ def resolve_run_config(model: str | None = None, config: PathLike | None = None,
     from srmil.models import MODELS  # torch_geometric: imported only when training
 
     data: dict[str, Any] = load_config_file(os.fspath(config)) if config else {}
+    data.pop("executor", None)  # where the folds run: resolve_executor_config
     if model:
         data["model"] = model
     tr = dict(data.get("train", {}))
@@ -314,5 +503,6 @@ def resolve_run_config(model: str | None = None, config: PathLike | None = None,
 
 
 __all__ = ["DEMO_EPOCHS", "check", "compare", "cv", "demo", "init_config",
-           "load_training_cohort", "models", "resolve_run_config", "synth", "train",
+           "load_training_cohort", "models", "resolve_executor_config", "resolve_run_config",
+           "summarise", "synth", "train",
            "SrmilError"]

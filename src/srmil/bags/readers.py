@@ -28,6 +28,7 @@ import torch
 from srmil.bags.bag import FeatureBag
 from srmil.errors import BagError, exc_line
 from srmil.registry import Registry
+from srmil.storage import open_h5
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -53,7 +54,7 @@ def _is_hdf5(path: Path) -> bool:
 
 def _open_h5(path: Path) -> h5py.File:
     try:
-        return h5py.File(path, "r")
+        return open_h5(path)
     except OSError as exc:
         raise BagError(f"cannot open as HDF5 (truncated or corrupt): {exc}", path) from None
 
@@ -169,7 +170,7 @@ class StampReader:
         if not _is_hdf5(path):
             return False
         try:
-            with h5py.File(path, "r") as h5:
+            with open_h5(path) as h5:
                 return "feats" in h5 and "features" not in h5
         except OSError:
             return False
@@ -207,7 +208,7 @@ class ClamH5Reader:
         if not _is_hdf5(path):
             return False
         try:
-            with h5py.File(path, "r") as h5:
+            with open_h5(path) as h5:
                 a = h5["coords"].attrs if "coords" in h5 else {}
                 return "features" in h5 and ("patch_level" in a or "downsample" in a)
         except OSError:
@@ -227,7 +228,7 @@ class TridentReader:
         if not _is_hdf5(path):
             return False
         try:
-            with h5py.File(path, "r") as h5:
+            with open_h5(path) as h5:
                 return "features" in h5
         except OSError:
             return False
@@ -335,7 +336,7 @@ def has_coords(path: str | os.PathLike) -> bool:
     p = Path(path)
     if _is_hdf5(p):
         try:
-            with h5py.File(p, "r") as h5:
+            with open_h5(p) as h5:
                 return "coords" in h5
         except OSError:
             return False

@@ -8,11 +8,12 @@ import platform
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run a benchmark and print its figures")
-    p.add_argument("what", choices=["graph", "extract", "heatmap", "step"],
+    p.add_argument("what", choices=["graph", "extract", "heatmap", "step", "scale"],
                    help="graph: spatial graph build time; extract: patch reading and encoding "
                         "throughput on the CPU; heatmap: time and memory of each heatmap stage; "
                         "step: time and peak memory of a training step and of inference, "
-                        "SRMIL's paths and every model")
+                        "SRMIL's paths and every model; scale: folds/hour of cv --executor "
+                        "local at 1 and 2 jobs at a time")
     p.add_argument("--sizes", default=None, help="comma-separated patch counts (graph: "
                    "10000,100000; step: 200,2000,10000,50000, the first at --small-dim)")
     p.add_argument("--repeats", type=int, default=None,
@@ -27,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--faithful-up-to", type=int, default=20_000,
                    help="step: largest N for SRMIL's faithful PyG path")
     p.add_argument("--device", default="cpu", help="step: cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="step: torch threads per worker")
+    p.add_argument("--threads", type=int, default=None, help="step: torch threads per worker; "
+                   "scale: per job (default cpu_count / jobs)")
     p.add_argument("--out", default=None, help="step: also write the figures as JSON here")
     p.add_argument("--slide", default=None, help="extract: slide file (default: the CMU-1 "
                    "fixture of `make fixtures`, else a synthetic in-memory slide)")
@@ -36,10 +38,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="extract: patches per batch")
     p.add_argument("--encoders", default="stain_stats,resnet50_trunc",
                    help="extract: encoders to time (presets run with random weights)")
+    p.add_argument("--jobs", default="1,2", help="scale: jobs at a time to compare")
+    p.add_argument("--folds", type=int, default=4, help="scale: folds of the cohort")
+    p.add_argument("--epochs", type=int, default=3, help="scale: epochs per fold")
+    p.add_argument("--model", default="abmil", help="scale: the model cross-validated")
+    p.add_argument("--n-slides", type=int, default=40, help="scale: slides of the cohort")
     p.set_defaults(func=run)
 
 
+def run_scale(args: argparse.Namespace) -> int:
+    from srmil.bench_scale import bench_scale, format_scale_table
+    from srmil.config import ScaleBenchConfig
+    from srmil.storage import write_json
+
+    cfg = ScaleBenchConfig(slides=args.n_slides, folds=args.folds, epochs=args.epochs,
+                           model=args.model, threads=args.threads,
+                           jobs=tuple(int(j) for j in args.jobs.split(",") if j))
+    result = bench_scale(cfg)
+    print(format_scale_table(result))
+    if args.out:
+        print(f"figures: {write_json(args.out, result, overwrite=True)}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.what == "scale":
+        return run_scale(args)
     if args.what == "extract":
         return run_extract(args)
     if args.what == "heatmap":

@@ -39,6 +39,14 @@ VOCABULARY: dict[str, str] = {
     "--set": "override a config field KEY=VALUE",
     "--resume": "continue the interrupted run in --out (a run directory is never continued "
                 "by accident)",
+    "--executor": "run the folds (× specs) as jobs: local processes or a SLURM job array, via "
+                  "submitit (default: here, one after another); settings in the config's "
+                  "executor: section",
+    "--jobs": "jobs at a time (local processes; slurm: the array's parallelism)",
+    "--lock": "how parallel jobs claim files: auto (lock files on NFS, Lustre, GPFS…; flock "
+              "elsewhere) | flock | file (O_EXCL lock files with a heartbeat)",
+    "--spec": "one spec of --models, or its 0-based index (one job of an array)",
+    "--devices": "worker processes, one per device (GPU i; N CPU processes with --device cpu)",
     "--overwrite": "replace outputs that already exist (default: finished outputs are kept: "
                    "skipped, or refused)",
     # logging
@@ -175,6 +183,30 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
     flag(p, "--out", ": the run directory (must be new unless --resume)", required=True)
     add_train_args(p)
+
+
+def add_jobs_args(p: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--jobs`` and ``--lock`` of ``cv`` and ``compare``."""
+    flag(p, "--executor", default=None, choices=["local", "slurm"])
+    flag(p, "--jobs", " (default 1)", type=int, default=None)
+    add_lock_arg(p)
+
+
+def add_lock_arg(p: argparse.ArgumentParser) -> None:
+    flag(p, "--lock", " (default auto)", default="auto", choices=["auto", "flock", "file"])
+
+
+def executor_config(args: argparse.Namespace):
+    """The config file's ``executor:`` section < ``--executor`` / ``--jobs``; ``None`` when
+    neither asks for jobs."""
+    from srmil.api import resolve_executor_config
+
+    cfg = resolve_executor_config(args.config, args.executor, args.jobs)
+    if args.jobs is not None and cfg.kind == "none":
+        from srmil.errors import ConfigError
+
+        raise ConfigError("--jobs needs --executor local|slurm (or executor.kind in --config)")
+    return None if cfg.kind == "none" else cfg
 
 
 def parse_dtype(text: str) -> str:

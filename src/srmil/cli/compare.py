@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from srmil.cli.common import add_command, add_data_args, add_train_args, flag, run_config
+from srmil.cli.common import (
+    add_command,
+    add_data_args,
+    add_jobs_args,
+    add_train_args,
+    executor_config,
+    flag,
+    run_config,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +29,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     flag(p, "--reference", " (default: the first srmil spec)", default=None)
     flag(p, "--folds", " (default 5)", type=int, default=None)
     add_train_args(p, model=False)  # train/graph/split settings shared by every model
+    flag(p, "--spec", ": train only this spec (with --fold: only that fold) into the shared "
+         "comparison --out; the last job to finish writes the table", default=None)
+    flag(p, "--fold", ": train only this fold (of every spec, or of --spec)", type=int,
+         default=None)
+    add_jobs_args(p)
     p.set_defaults(func=run)
 
 
@@ -30,7 +43,14 @@ def run(args: argparse.Namespace) -> int:
     specs = args.models.split(",")
     result = api.compare(args.labels, args.bags, args.out, specs,
                          run_config(args, folds=args.folds), args.reference, args.splits,
-                         args.resume)
+                         args.resume, spec=args.spec, fold=args.fold,
+                         executor=executor_config(args), lock=args.lock)
+    if result.missing:  # a --spec/--fold job whose fold was not the last
+        n = sum(len(m) for m in result.missing.values())
+        print(f"comparison directory: {args.out}; {n} fold(s) not done yet; the job that "
+              f"finishes the last one writes the table (or: srmil summarise {args.out})",
+              file=sys.stderr)
+        return 0
     print(result.markdown)
     roc = ", comparison_roc.png" if result.roc is not None else ""
     print(f"comparison directory: {args.out} (comparison.csv, comparison.md{roc})",

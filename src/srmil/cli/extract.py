@@ -25,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     flag(p, "--batch-size", f" (default {d.batch_size})", type=int, default=d.batch_size)
     flag(p, "--workers", f" (default {d.workers})", type=int, default=d.workers)
     flag(p, "--device", f" (default {d.device})", default=d.device)
+    flag(p, "--devices", " (default 1: this process)", type=int, default=1)
     flag(p, "--dtype", " (default float32; computation uses AMP on a GPU)", type=parse_dtype,
          default=d.precision, metavar="{float32,float16}")
     p.set_defaults(func=run)
@@ -36,4 +37,4 @@ def run(args: argparse.Namespace) -> int:
     enc = ExtractConfig(encoder=args.encoder, weights=args.weights, batch_size=args.batch_size,
                         workers=args.workers, device=args.device, precision=args.dtype)
     return print_job(args, api.extract(args.slides, args.out, enc, patch_config(args),
-                                       **job_kwargs(args)))
+                                       devices=args.devices, **job_kwargs(args)))

@@ -8,7 +8,19 @@ import sys
 import warnings
 
 from srmil import __version__
-from srmil.cli import bench, check, compare, demo, evaluate, init, models, predict, synth, train
+from srmil.cli import (
+    bench,
+    check,
+    compare,
+    demo,
+    evaluate,
+    init,
+    models,
+    predict,
+    summarise,
+    synth,
+    train,
+)
 from srmil.cli import extract as extract_cli
 from srmil.cli import heatmap as heatmap_cli
 from srmil.cli import patch as patch_cli
@@ -17,8 +29,8 @@ from srmil.cli import segment as segment_cli
 from srmil.cli.common import HelpFormatter, add_log_args, configure_logging, unconfigure_logging
 from srmil.errors import SrmilError, exc_line
 
-SUBCOMMANDS = (init, synth, check, train, evaluate, predict, compare, models, bench, demo,
-               heatmap_cli, report_cli, segment_cli, patch_cli, extract_cli)
+SUBCOMMANDS = (init, synth, check, train, evaluate, predict, compare, summarise, models, bench,
+               demo, heatmap_cli, report_cli, segment_cli, patch_cli, extract_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

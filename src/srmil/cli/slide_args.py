@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from srmil.cli.common import flag
+from srmil.cli.common import add_lock_arg, flag
 from srmil.config import PatchConfig
 
 
@@ -21,6 +21,7 @@ def add_job_args(p: argparse.ArgumentParser, patching: bool = True) -> None:
         flag(p, "--overlap", f" (default {d.overlap})", type=int, default=d.overlap)
         flag(p, "--min-tissue", f" (default {d.min_tissue})", type=float, default=d.min_tissue)
     flag(p, "--shard", default=None, metavar="I/N")
+    add_lock_arg(p)
     flag(p, "--overwrite", action="store_true")
 
 
@@ -37,7 +38,8 @@ def patch_config(args: argparse.Namespace) -> PatchConfig:
 def job_kwargs(args: argparse.Namespace) -> dict:
     """The keywords of :func:`srmil.api.segment` & co. from the shared flags."""
     return {"geojson": args.geojson, "mpp": args.mpp_csv, "shard": args.shard,
-            "overwrite": args.overwrite, "progress": False if args.quiet else None}
+            "overwrite": args.overwrite, "progress": False if args.quiet else None,
+            "lock": args.lock}
 
 
 def print_job(args: argparse.Namespace, result) -> int:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from srmil.cli.common import add_command, add_run_args, flag, run_config
+from srmil.cli.common import (
+    add_command,
+    add_jobs_args,
+    add_run_args,
+    executor_config,
+    flag,
+    run_config,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,12 +27,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "with mean ± std and 95 %% bootstrap CI of test AUC and accuracy.")
     add_run_args(p)
     flag(p, "--folds", " (default 5)", type=int, default=None)
+    flag(p, "--fold", ": train only this fold into the shared run directory --out (one job "
+         "of an array: --fold $SLURM_ARRAY_TASK_ID); the last job to finish writes the "
+         "summary", type=int, default=None)
+    add_jobs_args(p)
     p.set_defaults(func=run_cv)
 
 
 def _print(result, out: str) -> int:
     from srmil.training.crossval import format_summary
 
+    if result.missing:  # a --fold job whose fold was not the last
+        waiting = ", ".join(f"{k} ({s})" for k, s in result.missing.items())
+        print(f"run directory: {out}; fold(s) not done yet: {waiting}; the job that finishes "
+              f"the last one writes the summary (or: srmil summarise {out})", file=sys.stderr)
+        return 0
     print(format_summary(result.summary))
     print(f"run directory: {out}", file=sys.stderr)
     return 0
@@ -42,4 +58,5 @@ def run_cv(args: argparse.Namespace) -> int:
     from srmil import api
 
     return _print(api.cv(args.labels, args.bags, args.out, run_config(args, folds=args.folds),
-                         splits=args.splits, resume=args.resume), args.out)
+                         splits=args.splits, resume=args.resume, fold=args.fold,
+                         executor=executor_config(args), lock=args.lock), args.out)

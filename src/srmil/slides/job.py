@@ -6,31 +6,34 @@ coordination beyond the directory itself:
 * ``select_shard(ids, "i/n")`` splits the sorted slide ids round-robin into ``n`` disjoint
   shards; ``i`` is **0-based** (``0/4`` … ``3/4``), as ``$SLURM_ARRAY_TASK_ID`` with
   ``--array=0-3``.
-* ``Claim(output)`` takes an exclusive ``flock`` on a hidden ``.<output>.lock`` beside an output
-  before it is computed. The kernel drops the lock when its process dies, so a crashed job
-  never leaves a stale claim (no pid/age guessing); a process that finds the output claimed
+* ``Claim(output, mode=...)`` (:mod:`srmil.locks`) takes an exclusive claim on a hidden
+  ``.<output>.lock`` beside an output before it is computed: an ``flock`` the kernel drops when
+  its process dies, or, on network file systems, an ``O_EXCL`` lock file with an owner and a
+  heartbeat whose claim expires when its job is dead. A process that finds the output claimed
   skips it. After claiming, the caller re-checks the output (another process may have just
   finished it). The output itself is written to a temporary file and renamed, so a reader
   never sees half a file.
 * ``StatusTable`` is a CSV (``slide_id,status,reason,seconds``; status ``done`` | ``skipped``
   | ``failed``) updated row by row: read, merge, atomic rewrite, under the same kind of lock.
 
-``flock`` works on local file systems and on NFSv4 (Linux maps it to POSIX locks there).
+``flock`` works on local file systems and on NFSv4 (Linux maps it to POSIX locks there); the
+``auto`` lock mode uses lock files on NFS, Lustre, GPFS & co. (:mod:`srmil.locks`).
 """
 
 from __future__ import annotations
 
 import csv
-import errno
 import os
-import socket
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from srmil.errors import SrmilError
+from srmil.locks import Claim
 from srmil.storage import atomic_path
+
+__all__ = ["Claim", "StatusRow", "StatusTable", "ensure_writable", "parse_shard",
+           "resolve_slides", "select_shard"]
 
 STATUS_COLUMNS = ("slide_id", "status", "reason", "seconds")
 STATUSES = ("done", "skipped", "failed")
@@ -66,82 +69,6 @@ def select_shard(ids: list[str], shard: str | None) -> list[str]:
     return ordered[i::n]
 
 
-def _lock_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.lock")
-
-
-class Claim:
-    """Exclusive claim on one output, held from ``acquire()`` until ``release()``.
-
-    Example:
-        >>> with Claim(out) as claim:
-        ...     if claim.held and not is_valid(out):
-        ...         compute_and_write(out)
-    """
-
-    def __init__(self, output: str | os.PathLike, blocking: bool = False) -> None:
-        self.output = Path(output)
-        self.lock = _lock_path(self.output)
-        self.blocking = blocking
-        self.held = False
-        self._fd: int | None = None
-
-    def holder(self) -> str:
-        """Who holds the lock, as written by the holder (``pid@host``), or ``""``."""
-        try:
-            return self.lock.read_text(encoding="utf-8").strip()
-        except OSError:
-            return ""
-
-    def acquire(self) -> bool:
-        """Try to take the claim; False when another process or thread holds it."""
-        import fcntl
-
-        if self.held:
-            return True
-        self.lock.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(100):
-            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    return False
-                raise
-            try:  # the holder before us may have unlinked the file we locked: retry on the new one
-                same = os.stat(self.lock).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if not same:
-                os.close(fd)
-                continue
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}@{socket.gethostname()} {time.time():.0f}\n".encode())
-            self._fd = fd
-            self.held = True
-            return True
-        return False
-
-    def release(self) -> None:
-        """Drop the claim and remove the lock file."""
-        if not self.held or self._fd is None:
-            return
-        try:
-            self.lock.unlink(missing_ok=True)  # before unlocking: waiters then see a new inode
-        finally:
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None
-            self.held = False
-
-    def __enter__(self) -> Claim:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
 @dataclass(frozen=True)
 class StatusRow:
     """One slide's outcome in one stage."""
@@ -160,8 +87,9 @@ class StatusTable:
     written when the slide has no row yet: the table keeps who did the work and how long it took.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, lock: str = "auto") -> None:
         self.path = Path(path)
+        self.lock = lock
 
     def read(self) -> dict[str, StatusRow]:
         """{slide_id: row}; empty when the table does not exist yet."""
@@ -182,7 +110,7 @@ class StatusTable:
         """Merge ``row`` into the table (atomic rewrite under a lock)."""
         if row.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {row.status!r}")
-        with Claim(self.path, blocking=True):
+        with Claim(self.path, blocking=True, mode=self.lock):
             rows = self.read()
             old = rows.get(row.slide_id)
             if old is not None and (weak or (row.status == "skipped" and old.status == "done")):

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from srmil.config import PatchConfig
@@ -23,6 +22,7 @@ from srmil.slides.patching import (
     trident_dir,
 )
 from srmil.slides.tissue import read_geojson
+from srmil.storage import open_h5
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def check_features(path: Path, patches: Path, encoder: str | None = None,
     if not path.is_file():
         return "missing"
     try:
-        with h5py.File(path, "r") as h5:
+        with open_h5(path) as h5:
             if "features" not in h5 or "coords" not in h5:
                 return "no 'features' or 'coords' dataset"
             fshape, fdtype = h5["features"].shape, h5["features"].dtype

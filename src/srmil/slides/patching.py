@@ -24,7 +24,7 @@ from srmil.config import PatchConfig
 from srmil.errors import SrmilError
 from srmil.slides.readers import Slide, best_level
 from srmil.slides.tissue import TissuePolygon, rasterize
-from srmil.storage import atomic_path
+from srmil.storage import atomic_path, open_h5
 
 # TRIDENT's attrs on `coords`, in the order it writes them
 TRIDENT_COORDS_ATTRS = ("patch_size", "patch_size_level0", "level0_magnification",
@@ -204,7 +204,7 @@ def read_patches(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     if not p.is_file():
         raise SrmilError("no such patch file", p)
     try:
-        with h5py.File(p, "r") as h5:
+        with open_h5(p) as h5:
             if "coords" not in h5 or not isinstance(h5["coords"], h5py.Dataset):
                 raise SrmilError("no 'coords' dataset", p)
             coords = h5["coords"][()]

@@ -87,13 +87,16 @@ class Pipeline:
         geojson_dir: user contours ``<dir>/<slide_id>.geojson``, used instead of segmenting.
         overwrite: redo outputs that are complete and valid.
         progress: tqdm bars on stderr (default: when stderr is a terminal).
+        lock: how outputs are claimed: ``auto`` | ``flock`` | ``file`` (:mod:`srmil.locks`).
     """
 
     def __init__(self, root: str | os.PathLike, slides: dict[str, Path], *,
                  tissue: TissueConfig = TissueConfig(), patch: PatchConfig = PatchConfig(),
                  mpp: dict[str, float] | None = None, geojson_dir: str | os.PathLike | None = None,
-                 overwrite: bool = False, progress: bool | None = None) -> None:
+                 overwrite: bool = False, progress: bool | None = None,
+                 lock: str = "auto") -> None:
         self.layout = JobLayout(Path(root), patch)
+        self.lock = lock
         self.slides = slides
         self.tissue = tissue
         self.patch = patch
@@ -116,7 +119,7 @@ class Pipeline:
         """
         if check() is None and not self.overwrite:
             return "skipped", exists
-        with Claim(out) as claim:
+        with Claim(out, mode=self.lock) as claim:
             if not claim.held:
                 return "busy", f"claimed by {claim.holder() or 'another process'}"
             why = check()
@@ -223,7 +226,7 @@ class Pipeline:
         if "patch" in stages or "features" in stages:
             ensure_writable(self.layout.mag_dir)
         enc = features.encoder if features else None
-        tables = {s: StatusTable(self.layout.status(s, enc)) for s in stages}
+        tables = {s: StatusTable(self.layout.status(s, enc), self.lock) for s in stages}
         results: dict[str, list[StatusRow]] = {s: [] for s in stages}
         bar = tqdm(ids, desc=f"{'+'.join(stages)}", unit="slide", file=sys.stderr,
                    disable=not self.progress, dynamic_ncols=True)

@@ -34,7 +34,9 @@ from srmil.models.base import MODELS
 from srmil.storage import write_csv, write_json, write_text
 from srmil.tasks import TASKS
 from srmil.training.crossval import (
+    finish_run,
     fold_tasks,
+    only_partial_setup,
     probs_of,
     run_folds,
     summary_metrics,
@@ -82,10 +84,30 @@ def spec_dir(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]", "_", spec.strip().replace(":", "__"))
 
 
+def resolve_spec(spec: str, specs: list[str]) -> str:
+    """``--spec``: one of ``specs``, given as itself or as its 0-based index (so an array task
+    computes it: ``--spec $((SLURM_ARRAY_TASK_ID / 5))``).
+
+    Raises:
+        ConfigError: not among the specs.
+    """
+    text = spec.strip()
+    if text.isdigit():
+        i = int(text)
+        if i >= len(specs):
+            raise ConfigError(f"--spec {i}: only {len(specs)} model spec(s) (0-based: 0 … "
+                              f"{len(specs) - 1})")
+        return specs[i]
+    if text not in specs:
+        raise ConfigError(f"--spec {text!r} is not among the models ({', '.join(specs)})")
+    return text
+
+
 def compare(
     out: str | Path, specs: list[str], cohort: Cohort, splits: pd.DataFrame, base: RunConfig,
-    reference: str | None = None, resume: bool = False,
-) -> pd.DataFrame:
+    reference: str | None = None, resume: bool = False, spec: str | None = None,
+    fold: int | None = None, lock: str = "auto", train: bool = True,
+) -> pd.DataFrame | None:
     """Run every spec on ``splits`` and write the comparison table.
 
     Args:
@@ -93,9 +115,15 @@ def compare(
         specs: model specs (see module docstring); the first ``srmil`` spec is the reference of
             the paired tests unless ``reference`` names another.
         base: train/graph/split settings shared by every model.
+        spec, fold: a job of several on one comparison (``--spec S --fold K``, either or
+            both): only that spec / fold is trained; the directory is joined when its specs,
+            reference and settings are identical, and the table is written by whichever job
+            finishes the last fold.
+        lock: lock mode of the claims (:mod:`srmil.locks`).
+        train: ``False``: only set up (or check, to resume) the directory that jobs then join.
 
     Returns:
-        The comparison table (one row per spec).
+        The comparison table (one row per spec); ``None`` while a job's fold is not the last.
     """
     out = Path(out)
     cmp = ComparisonDir(out)
@@ -106,41 +134,99 @@ def compare(
                             specs[0])
     if ref not in specs:
         raise ConfigError(f"reference {ref!r} is not among the models")
+    shared = spec is not None or fold is not None
+    chosen = [resolve_spec(spec, specs)] if spec is not None else list(specs)
     graph_models = sorted({n for n, _ in parsed if MODELS.get(n).uses_graph})
     if graph_models:  # before anything is written
         require_coords(cohort.slides["path"].tolist(), graph_models)
     setup = {"specs": specs, "reference": ref, "base": to_dict(base)}
-    saved = cmp.setup()
-    if saved is not None:
-        if not resume:
-            raise SrmilError("already holds a comparison; pass --resume to continue it", out)
-        try:
-            saved_base = with_defaults(saved.get("base") or {}, model=False)
-        except ConfigError as exc:
-            raise ConfigError(f"--resume: the saved settings do not fit this version of srmil "
-                              f"({exc})", cmp.setup_path) from None
-        if saved_base != setup["base"]:
-            raise ConfigError("--resume with different training settings", cmp.setup_path)
-        cmp.check_same_splits(splits)
-    elif out.exists() and any(out.iterdir()):
-        raise SrmilError("is not empty; choose a new --out (nothing is overwritten)", out)
-    else:
-        write_csv(cmp.splits_path, splits)
-        write_json(cmp.classes_path, {"classes": cohort.classes})
-    write_json(cmp.setup_path, setup, overwrite=True)
+    with cmp.setup_claim(lock):
+        saved = cmp.setup()
+        if saved is not None:
+            if shared:
+                if saved != setup:
+                    what = next(k for k in ("specs", "reference", "base")
+                                if saved.get(k) != setup[k])
+                    raise ConfigError(f"holds a comparison of other {what} than this job's "
+                                      "(--spec/--fold jobs join only an identical one; nothing "
+                                      "written)", out)
+            elif not resume:
+                raise SrmilError("already holds a comparison; pass --resume to continue it",
+                                 out)
+            else:
+                try:
+                    saved_base = with_defaults(saved.get("base") or {}, model=False)
+                except ConfigError as exc:
+                    raise ConfigError(f"--resume: the saved settings do not fit this version "
+                                      f"of srmil ({exc})", cmp.setup_path) from None
+                if saved_base != setup["base"]:
+                    raise ConfigError("--resume with different training settings",
+                                      cmp.setup_path)
+            cmp.check_same_splits(splits)
+        elif not only_partial_setup(out, frozenset({cmp.SPLITS, cmp.CLASSES})):
+            raise SrmilError("is not empty; choose a new --out (nothing is overwritten)", out)
+        else:
+            write_csv(cmp.splits_path, splits, overwrite=True)
+            write_json(cmp.classes_path, {"classes": cohort.classes}, overwrite=True)
+        if saved != setup:
+            write_json(cmp.setup_path, setup, overwrite=True)  # last: marks a complete set-up
 
-    for spec, (name, overrides) in zip(specs, parsed, strict=True):
-        log.info("== %s", spec)
+    for s in chosen if train else []:
+        name, overrides = parsed[specs.index(s)]
+        log.info("== %s", s)
         model_keys, train_keys = split_overrides(overrides)
-        train = from_dict(TrainConfig, {**to_dict(base.train), **train_keys})
-        cfg = dataclasses.replace(base, model=name, model_config=model_keys, train=train)
-        run_folds(cmp.run(spec).path, cohort, splits, cfg, resume=True)
-    table = comparison_table(out, specs, ref, len(cohort.classes), base.train.bootstrap,
-                             base.train.seed, cohort.task)
-    write_csv(cmp.table_csv, table, overwrite=True)
-    write_text(cmp.table_md, format_markdown(table, ref, cohort.task), overwrite=True)
-    write_text(cmp.done_path, "finished\n", overwrite=True)
-    return table
+        train_cfg = from_dict(TrainConfig, {**to_dict(base.train), **train_keys})
+        cfg = dataclasses.replace(base, model=name, model_config=model_keys, train=train_cfg)
+        run_folds(cmp.run(s).path, cohort, splits, cfg, folds=None if fold is None else [fold],
+                  resume=resume or not shared, shared=True, lock=lock)
+    return finish_comparison(out, lock)
+
+
+def comparison_missing(out: str | Path, lock: str = "auto") -> dict[str, dict[int, str]]:
+    """Spec → its folds that are not done → their state (empty when every fold is done)."""
+    cmp = ComparisonDir(out)
+    setup = cmp.setup()
+    if setup is None:
+        raise SrmilError("not a comparison directory (no compare.json)", out)
+    folds = sorted(int(k) for k in cmp.splits()["fold"].unique())
+    missing: dict[str, dict[int, str]] = {}
+    for s in setup["specs"]:
+        run = cmp.run(s)
+        if run.is_done():
+            continue
+        states = (run.missing_folds(lock) if run.is_run()
+                  else dict.fromkeys(folds, "not started"))
+        if states:
+            missing[s] = states
+    return missing
+
+
+def finish_comparison(out: str | Path, lock: str = "auto") -> pd.DataFrame | None:
+    """Write the spec summaries, ``comparison.csv``/``.md`` and ``DONE`` once every spec's every
+    fold is done (any job may call it: the first to find them done writes, under a claim).
+
+    Returns:
+        The table, or ``None`` while a fold is missing (:func:`comparison_missing`).
+    """
+    cmp = ComparisonDir(out)
+    setup = cmp.setup()
+    if setup is None:
+        raise SrmilError("not a comparison directory (no compare.json)", out)
+    specs, ref = list(setup["specs"]), setup["reference"]
+    with cmp.finish_claim(lock):
+        if cmp.is_done() and cmp.table_csv.exists() and cmp.table()["model"].tolist() == specs:
+            return cmp.table()
+        for s in specs:
+            run = cmp.run(s)
+            if not run.is_run() or (not run.is_done() and finish_run(run.path, lock) is None):
+                return None
+        base = from_dict(RunConfig, with_defaults(setup["base"], model=False))
+        table = comparison_table(Path(out), specs, ref, len(cmp.classes()), base.train.bootstrap,
+                                 base.train.seed, base.task)
+        write_csv(cmp.table_csv, table, overwrite=True)
+        write_text(cmp.table_md, format_markdown(table, ref, base.task), overwrite=True)
+        write_text(cmp.done_path, "finished\n", overwrite=True)
+        return table
 
 
 def comparison_table(out: Path, specs: list[str], ref: str, n_classes: int, n_boot: int,

@@ -77,43 +77,101 @@ def check_same_splits(directory: Path, splits: pd.DataFrame) -> None:
     RunDir(directory).check_same_splits(splits)
 
 
+_SHARED_FILES = frozenset({RunDir.CLASSES, RunDir.SPLITS, RunDir.DATA})
+
+
+class FoldBusyError(SrmilError):
+    """Another job holds the fold (``srmil cv --fold K`` twice): it is never trained twice."""
+
+
+def only_partial_setup(directory: Path, shared: frozenset[str]) -> bool:
+    """Whether ``directory`` is missing, empty, or holds only shared files of a setup that was
+    interrupted before its marker (``config.json`` / ``compare.json``, written last)."""
+    if not directory.exists():
+        return True
+    names = {p.name for p in directory.iterdir() if not p.name.startswith(".")}
+    return names <= shared
+
+
+def _data_record(cohort: Cohort) -> dict[str, str]:
+    return {"labels": str(cohort.labels_path.resolve()),
+            "features": str(cohort.features_path.resolve())}
+
+
+def _saved_config(run: RunDir) -> dict[str, Any]:
+    """The run's ``config.json`` with this version's defaults where it lacks fields
+    (:func:`with_defaults`); a field this version does not know is one line."""
+    saved = dict(run.config_dict())
+    saved.pop("version", None)
+    try:
+        return with_defaults(saved)
+    except ConfigError as exc:
+        raise ConfigError(f"--resume: the saved config does not fit this version of srmil "
+                          f"({exc})", run.config_path) from None
+
+
 def prepare_run(run_dir: Path, cfg: RunConfig, cohort: Cohort, splits: pd.DataFrame,
-                resume: bool) -> RunConfig:
-    """Create the run directory, or check that a resumed one matches; returns the config to
-    use (the saved one when resuming)."""
+                resume: bool, join: bool = False, lock: str = "auto") -> RunConfig:
+    """Create the run directory, or check that a resumed / joined one matches; returns the
+    config to use.
+
+    The check and the writes happen under the run's setup claim, so of several jobs started
+    together exactly one writes the shared files (``config.json`` last: it marks a complete
+    set-up) and every other one compares its own config, splits and data with them.
+
+    Args:
+        join: a ``--fold`` job: an existing run of the identical config is expected (no
+            ``resume`` needed to join it); any difference is one line and nothing is written.
+        lock: lock mode of the claims (:mod:`srmil.locks`).
+    """
     run = RunDir(run_dir)
     cfg_dict = {"version": __version__, **to_dict(cfg)}
-    cfg_path = run.config_path
-    if run.is_done():
-        if not resume:
-            raise SrmilError("is a finished run; it is never overwritten (choose another --out)",
+    with run.setup_claim(lock):
+        if run.config_path.exists():
+            if join:
+                _check_joined(run, cfg, splits, _data_record(cohort))
+                return cfg
+            if run.is_done() and not resume:
+                raise SrmilError("is a finished run; it is never overwritten (choose another "
+                                 "--out)", run_dir)
+            if not resume:
+                raise SrmilError("already holds a run; pass --resume to continue it or choose "
+                                 "another --out", run_dir)
+            diff = _first_difference(_saved_config(run), to_dict(cfg))
+            if diff:
+                raise ConfigError(f"--resume with a different config ({diff})", run.config_path)
+            check_same_splits(run_dir, splits)
+            return cfg
+        if not only_partial_setup(run_dir, _SHARED_FILES):
+            raise SrmilError("is not empty; choose a new --out (nothing is overwritten)",
                              run_dir)
-    if cfg_path.exists():
-        if not resume:
-            raise SrmilError("already holds a run; pass --resume to continue it or choose "
-                             "another --out", run_dir)
-        saved = dict(run.config_dict())
-        saved.pop("version", None)
-        try:
-            saved = with_defaults(saved)
-        except ConfigError as exc:
-            raise ConfigError(f"--resume: the saved config does not fit this version of srmil "
-                              f"({exc})", cfg_path) from None
-        diff = _first_difference(saved, to_dict(cfg))
-        if diff:
-            raise ConfigError(f"--resume with a different config ({diff})", cfg_path)
-        check_same_splits(run_dir, splits)
-        return cfg
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise SrmilError("is not empty; choose a new --out (nothing is overwritten)", run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(cfg_path, cfg_dict)
-    write_json(run.classes_path, {"classes": cohort.classes,
-                                  "index": {c: i for i, c in enumerate(cohort.classes)}})
-    write_csv(run.splits_path, splits)
-    write_json(run.data_path, {"labels": str(cohort.labels_path.resolve()),
-                               "features": str(cohort.features_path.resolve())})
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # a set-up killed before config.json left some of these: they are redone
+        write_json(run.classes_path, {"classes": cohort.classes,
+                                      "index": {c: i for i, c in enumerate(cohort.classes)}},
+                   overwrite=True)
+        write_csv(run.splits_path, splits, overwrite=True)
+        write_json(run.data_path, _data_record(cohort), overwrite=True)
+        write_json(run.config_path, cfg_dict)
     return cfg
+
+
+def _check_joined(run: RunDir, cfg: RunConfig, splits: pd.DataFrame,
+                  data: dict[str, str]) -> None:
+    """A ``--fold`` job's own config, splits and data must be the run's, exactly."""
+    diff = _first_difference(_saved_config(run), to_dict(cfg))
+    if diff:
+        raise ConfigError(f"holds a run of another config ({diff}); a --fold job joins only "
+                          "a run of the identical config (nothing written)", run.path)
+    saved_splits = run.splits()
+    cols = ["fold", "slide_id", "split"]
+    if not saved_splits[cols].equals(splits[cols].reset_index(drop=True)):
+        raise SrmilError("holds a run of other splits than this job's (different labels, "
+                         "--splits or split.* settings; nothing written)", run.path)
+    if run.data() and run.data() != data:
+        which = next(k for k in ("labels", "features") if run.data().get(k) != data.get(k))
+        raise SrmilError(f"holds a run on other {which} ({run.data().get(which)} in the run, "
+                         f"{data.get(which)} now; nothing written)", run.path)
 
 
 def resolve_model_config(cfg: RunConfig, task: str | None = None) -> RunConfig:
@@ -135,12 +193,28 @@ def resolve_model_config(cfg: RunConfig, task: str | None = None) -> RunConfig:
 
 def run_folds(
     run_dir: str | Path, cohort: Cohort, splits: pd.DataFrame, cfg: RunConfig,
-    folds: list[int] | None = None, resume: bool = False,
+    folds: list[int] | None = None, resume: bool = False, shared: bool = False,
+    lock: str = "auto", join: bool | None = None,
 ) -> dict[str, Any]:
     """Train and test the given folds (default: every fold of ``splits``) and summarise.
 
+    Args:
+        folds: the folds to train.
+        shared: a job of several on one run directory (``srmil cv --fold K``): the run holds
+            every fold of ``splits`` (not only ``folds``), an existing run of the identical
+            config is joined, and the summary is written by whichever job finishes the last
+            fold. Otherwise the run holds ``folds`` only and this call summarises them.
+        lock: lock mode of the run's claims (:mod:`srmil.locks`).
+        join: whether an existing run of the identical config is joined without ``resume``
+            (default: ``shared``); ``shared=True, join=False, folds=[]`` sets up (or checks, to
+            resume) the run that jobs then join.
+
     Returns:
-        The summary (per-fold metrics, mean ± std and 95 % bootstrap CIs).
+        The summary (per-fold metrics, mean ± std and 95 % bootstrap CIs); ``{}`` while folds
+        of a shared run are still missing.
+
+    Raises:
+        FoldBusyError: another job is training one of ``folds``.
     """
     run_dir = Path(run_dir)
     cfg = resolve_model_config(cfg, cohort.task)
@@ -150,7 +224,8 @@ def run_folds(
     if missing:
         raise SrmilError(f"fold {missing[0]} is not in the splits (folds: "
                          f"{', '.join(map(str, sorted(splits['fold'].unique())))})")
-    splits = splits[splits["fold"].isin(folds)].reset_index(drop=True)
+    if not shared:
+        splits = splits[splits["fold"].isin(folds)].reset_index(drop=True)
     info = cohort.slides.set_index("slide_id")
     paths = info["path"].tolist()
     nbytes, dim = bag_headers(paths)  # every h5 bag's header checked before anything is written
@@ -168,33 +243,61 @@ def run_folds(
         check_sampling(cfg.train, info.loc[tr, "target"].tolist(), cohort.classes, f"fold {k}")
     if MODELS.get(cfg.model).uses_graph:
         require_coords(paths, [cfg.model])
-    cfg = prepare_run(run_dir, cfg, cohort, splits, resume)
+    cfg = prepare_run(run_dir, cfg, cohort, splits, resume,
+                      join=shared if join is None else join, lock=lock)
     run = RunDir(run_dir)
     if run.is_done():
         return run.summary() or {}
-    model_cls = MODELS.get(cfg.model)
-    in_dim = dim if dim is not None else first_dim(paths)  # .pt bags only: read the first
-    cache = nbytes <= cfg.train.cache_gb * 2**30
-    pool = BagDataset(paths, info.index.tolist(), info["target"].tolist(), cfg.graph,
-                      model_cls.uses_graph, in_dim, cache)
-
-    results = {}
-    for k in folds:
+    todo = [k for k in folds if not run.is_fold_done(k)]
+    if todo:
+        model_cls = MODELS.get(cfg.model)
+        in_dim = dim if dim is not None else first_dim(paths)  # .pt bags only: read the first
+        cache = nbytes <= cfg.train.cache_gb * 2**30
+        pool = BagDataset(paths, info.index.tolist(), info["target"].tolist(), cfg.graph,
+                          model_cls.uses_graph, in_dim, cache)
+    for k in todo:
         f = splits[splits["fold"] == k]
         parts = {p: f.loc[f["split"] == p, "slide_id"].tolist() for p in ("train", "val", "test")}
-        log.info("fold %s: %d train / %d val / %d test slides", k, len(parts["train"]),
-                 len(parts["val"]), len(parts["test"]))
-        data = {p: pool.subset(ids) for p, ids in parts.items()}
-        if patient:  # every slide of a case in one bag (the folds are patient-level already)
-            data = {p: patient_dataset(pool, f[f["split"] == p]) for p in parts}
-        results[k] = fit_fold(
-            run.fold_dir(k), cfg.model, cfg.model_config, in_dim, cohort.classes,
-            data["train"], data["val"], data["test"], cfg.train,
-            resume=resume, desc=f"fold {k} ", task=make_task(cfg.task, cfg, cohort.classes),
-        )
-    summary = summarise(run_dir, results, len(cohort.classes), cfg)
-    write_text(run.done_path, "finished\n", overwrite=True)
-    return summary
+        with run.fold_claim(k, lock) as claim:
+            if not claim.held:
+                raise FoldBusyError(f"fold {k} is being trained by "
+                                    f"{claim.holder() or 'another job'}; a fold is never "
+                                    "trained twice (this job stops, nothing written)", run_dir)
+            log.info("fold %s: %d train / %d val / %d test slides", k, len(parts["train"]),
+                     len(parts["val"]), len(parts["test"]))
+            data = {p: pool.subset(ids) for p, ids in parts.items()}
+            if patient:  # every slide of a case in one bag (the folds are patient-level)
+                data = {p: patient_dataset(pool, f[f["split"] == p]) for p in parts}
+            fit_fold(
+                run.fold_dir(k), cfg.model, cfg.model_config, in_dim, cohort.classes,
+                data["train"], data["val"], data["test"], cfg.train,
+                resume=resume, desc=f"fold {k} ",
+                task=make_task(cfg.task, cfg, cohort.classes),
+            )
+    return finish_run(run_dir, lock) or {}
+
+
+def finish_run(run_dir: str | Path, lock: str = "auto") -> dict[str, Any] | None:
+    """Write the summary and ``DONE`` when every fold of ``splits.csv`` is done.
+
+    Safe to call from every job of a shared run: under the run's finish claim, the first job
+    to find every fold done writes them, the others find ``DONE``.
+
+    Returns:
+        The summary, or ``None`` while a fold is missing (:meth:`RunDir.missing_folds`).
+    """
+    run = RunDir(run_dir).require()
+    with run.finish_claim(lock):
+        if run.is_done():
+            return run.summary() or {}
+        ks = run.split_folds()
+        if not all(run.is_fold_done(k) for k in ks):
+            return None
+        cfg = run.config()
+        results = {k: run.metrics(k) or {} for k in ks}
+        summary = summarise(run.path, results, len(run.classes()), cfg)
+        write_text(run.done_path, "finished\n", overwrite=True)
+        return summary
 
 
 def probs_of(table: pd.DataFrame) -> np.ndarray:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -25,6 +24,7 @@ from srmil.config import GraphConfig
 from srmil.errors import BagError, CohortError, SrmilError
 from srmil.graphs.graph_bag import GraphBag, to_graph_bag
 from srmil.graphs.union import union_bags
+from srmil.storage import open_h5
 
 
 def bag_headers(paths: list[str | Path]) -> tuple[int, int | None]:
@@ -43,7 +43,7 @@ def bag_headers(paths: list[str | Path]) -> tuple[int, int | None]:
         if Path(p).suffix.lower() not in (".h5", ".hdf5"):
             continue
         try:
-            with h5py.File(p, "r") as h5:
+            with open_h5(p) as h5:
                 key = "features" if "features" in h5 else "feats"
                 n, d = h5[key].shape
         except OSError as exc:

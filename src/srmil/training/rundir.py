@@ -12,6 +12,12 @@ Comparison directory (:func:`srmil.training.compare.compare`)::
     CMP/<spec>/                       one run directory per model spec
     CMP/comparison.csv  comparison.md  comparison_roc.png  DONE
 
+Several jobs may share one directory (``srmil cv --fold K``, ``srmil compare --spec S --fold K``
+as SLURM array tasks): the owners also hand out the claims (:mod:`srmil.locks`) that keep them
+apart: ``setup_claim`` while the shared files are written or checked (lock beside the
+directory), ``fold_claim(k)`` while fold ``k`` trains (``RUN/.fold_K.lock``) and
+``finish_claim`` while the summary or table is written (``.DONE.lock``).
+
 Nothing else spells these file names: writers ask the owner for the path, readers for the
 content. Unreadable files are one-line :class:`~srmil.errors.SrmilError`.
 """
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srmil.errors import SrmilError, exc_line
+from srmil.locks import Claim
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -88,6 +95,15 @@ class _SplitsOwner:
     def is_done(self) -> bool:
         """Whether the whole job finished (``DONE`` is written last)."""
         return self.done_path.exists()
+
+    def setup_claim(self, lock: str = "auto") -> Claim:
+        """The (blocking) claim under which the shared files are written or compared; its lock
+        file sits beside the directory, so the directory itself stays empty until set up."""
+        return Claim(self.path, blocking=True, mode=lock)
+
+    def finish_claim(self, lock: str = "auto") -> Claim:
+        """The (blocking) claim under which the summary / table and ``DONE`` are written."""
+        return Claim(self.done_path, blocking=True, mode=lock)
 
     def splits(self) -> pd.DataFrame:
         """The saved folds: ``fold, slide_id, case_id, split, …`` (one row per fold and slide)."""
@@ -202,6 +218,32 @@ class RunDir(_SplitsOwner):
         ks = [int(m.group(1)) for d in self.path.iterdir()
               if d.is_dir() and (m := _FOLD.match(d.name))]
         return sorted(ks)
+
+    def split_folds(self) -> list[int]:
+        """The folds of the saved ``splits.csv``, ascending: the folds the run is made of."""
+        return sorted(int(k) for k in self.splits()["fold"].unique())
+
+    def fold_claim(self, k: int, lock: str = "auto") -> Claim:
+        """The claim a job holds while it trains fold ``k`` (never two jobs on one fold)."""
+        return Claim(self.fold_dir(k), mode=lock)
+
+    def fold_state(self, k: int, lock: str = "auto") -> str:
+        """``done`` | ``training (pid@host)`` | ``unfinished (E of N epochs)`` | ``not started``."""
+        if self.is_fold_done(k):
+            return "done"
+        holder = self.fold_claim(k, lock).active_holder()
+        if holder:
+            return f"training ({holder})"
+        hist = self.history(k)
+        if hist is not None and len(hist):
+            epochs = self.config().train.epochs if self.is_run() else "?"
+            return f"unfinished ({len(hist)} of {epochs} epochs)"
+        return "not started"
+
+    def missing_folds(self, lock: str = "auto") -> dict[int, str]:
+        """Every fold of ``splits.csv`` that is not ``DONE`` → its :meth:`fold_state`."""
+        return {k: self.fold_state(k, lock) for k in self.split_folds()
+                if not self.is_fold_done(k)}
 
     def is_fold_done(self, k: int) -> bool:
         """``DONE`` is written after the selected ``best.safetensors``: a fold still training
