@@ -65,3 +65,19 @@ def test_init_cli_prints_the_config_and_refuses_unknown_models(capsys):
         main(["init", "--model", "abmill"])
     _, err = capsys.readouterr()
     assert e.value.code == 2 and "unknown MIL model 'abmill'; choose from" in err
+
+
+def test_init_for_a_task_fixes_the_task(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["init", "--model", "abmil", "--task", "survival"])
+    out, _ = capsys.readouterr()
+    assert e.value.code == 0 and "srmil init --model abmil --task survival" in out
+    path = tmp_path / "config.yaml"
+    path.write_text(out)
+    cfg = api.resolve_run_config(config=path)
+    assert cfg.task == "survival" and cfg.survival.bins == 4
+    with pytest.raises(SystemExit) as e:
+        main(["init", "--task", "survivl"])
+    _, err = capsys.readouterr()
+    assert e.value.code == 2 and "unknown task 'survivl'" in err and len(err.splitlines()) == 1
+

@@ -441,24 +441,26 @@ def models() -> list[ModelInfo]:
     return out
 
 
-def init_config(model: str = "srmil") -> str:
+def init_config(model: str = "srmil", task: str = "auto") -> str:
     """A commented YAML run config: every section and field with its default and its
     description (the comments of :mod:`srmil.config`). ``--config`` reads it back as
     :class:`RunConfig` with ``model_config`` = the model's defaults.
 
     Args:
         model: the MIL model whose own settings fill ``model_config``.
+        task: ``auto`` (from the labels' columns) or a task the run is fixed to.
 
     Raises:
-        ConfigError: unknown model (listing the choices).
+        ConfigError: unknown model or task (listing the choices).
     """
     from srmil import __version__
     from srmil.config import commented_yaml
     from srmil.models import MODELS
 
     cls = MODELS.get(model)
-    cfg = RunConfig(model=model.lower())
-    head = [f"# srmil {__version__} run config, written by `srmil init --model {model.lower()}`",
+    cfg = RunConfig(model=model.lower(), task=task)
+    how = f"--model {model.lower()}" + ("" if task == "auto" else f" --task {task}")
+    head = [f"# srmil {__version__} run config, written by `srmil init {how}`",
             "# every field at its default; edit, then: srmil cv --config config.yaml ...",
             "# (--set section.field=value on the command line overrides a field)"]
     return "\n".join(head + commented_yaml(cfg, nested={"model_config": cls.Config()})) + "\n"

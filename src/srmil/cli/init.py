@@ -1,4 +1,4 @@
-"""``srmil init [--model NAME] > config.yaml``: a commented run config at its defaults."""
+"""``srmil init [--model NAME] [--task TASK] > config.yaml``: a commented run config at its defaults."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     description="Print every section and field of the run config with its "
                     "default and a one-line description; `--config` reads the file back.")
     flag(p, "--model", " whose settings fill model_config (default srmil)", default="srmil")
+    flag(p, "--task", "; the config fixes the run to it (default auto)", default="auto")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from srmil import api
 
-    print(api.init_config(args.model), end="")
+    print(api.init_config(args.model, args.task), end="")
     return 0
