@@ -1,4 +1,4 @@
-"""``srmil init [--model NAME] [--task TASK] > config.yaml``: a commented run config at its defaults."""
+"""``srmil init [--model NAME] [--task TASK] > config.yaml``: a commented run config."""
 
 from __future__ import annotations
 
