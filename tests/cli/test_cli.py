@@ -149,3 +149,18 @@ def test_the_command_line_starts_without_importing_torch():
             "print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_demo_cli_default_epochs_are_the_api_default():
+    import argparse
+
+    from srmil.api import runs
+    from srmil.cli import demo
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    demo.add_parser(sub)
+    parser = sub.choices["demo"]
+    assert parser.get_default("epochs") == runs.DEMO_EPOCHS == 20
+    import inspect
+
+    assert inspect.signature(runs.demo).parameters["epochs"].default == 20

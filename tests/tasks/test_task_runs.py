@@ -219,3 +219,15 @@ def test_evaluate_and_predict_cli_on_a_survival_run(capsys, survival, surv_run, 
     assert code == 0, err
     table = pd.read_csv(tmp_path / "p.csv")
     assert {"risk", "surv_bin1"} <= set(table.columns) and "prob_event" not in table
+
+
+def test_classification_only_settings_are_refused_on_a_survival_run(survival, tmp_path, capsys):
+    labels, bags = survival
+    out = tmp_path / "r"
+    code, _, err = cli(capsys, "cv", "--labels", labels, "--bags", bags, "--out", out,
+                       "--model", "mean", "--epochs", 1, "--set", "train.sampler=balanced",
+                       "--set", "train.calibrate=temperature")
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and "train.sampler=balanced, train.calibrate=temperature: for " \
+        "classification only; this is a survival run" in line
+    assert not out.exists()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from srmil.api.results import CompareResult, DemoResult, ModelInfo, RunResult, SynthResult
 from srmil.config import (
+    DEMO_EPOCHS,
     ExecutorConfig,
     GraphConfig,
     RunConfig,
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
 
-DEMO_EPOCHS = 20  # the paper trains 100; 20 keeps the demo near two minutes on 2 CPU cores (12
-#                   left one fold of seed 0 unconverged with the grid backend's draws)
 
 
 def synth(out: PathLike, cfg: SynthConfig = SynthConfig(), overwrite: bool = False

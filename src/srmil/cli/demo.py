@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 from srmil.cli.common import add_command, flag
-
-DEMO_EPOCHS = 12  # as srmil.api.runs.DEMO_EPOCHS (not imported: --help stays light)
+from srmil.config import DEMO_EPOCHS  # the one default (srmil.config is light to import)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

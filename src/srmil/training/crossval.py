@@ -36,7 +36,7 @@ from srmil.training.logs import check_logger
 from srmil.training.loop import fit_fold
 from srmil.training.metrics import bootstrap_ci, bootstrap_ci_fn
 from srmil.training.rundir import RunDir
-from srmil.training.sampling import check_sampling
+from srmil.training.sampling import check_classification_only, check_sampling
 
 log = logging.getLogger(__name__)
 
@@ -233,11 +233,8 @@ def run_folds(
     patient = cfg.data.bag_level == "patient"
     if patient:
         require_one_label_per_case(cohort.slides, cohort.labels_path)
-    if cfg.task != "classification" and (cfg.train.class_weights != "none" or
-                                         cfg.train.sampler != "shuffle" or
-                                         cfg.train.calibrate != "none"):
-        raise ConfigError(f"train.class_weights, train.sampler and train.calibrate are for "
-                          f"classification; this is a {cfg.task} run")
+    if cfg.task != "classification":
+        check_classification_only(cfg.train, cfg.task)
     for k in folds:  # weights and sampler refused before the run directory is written
         tr = splits.loc[(splits["fold"] == k) & (splits["split"] == "train"), "slide_id"]
         check_sampling(cfg.train, info.loc[tr, "target"].tolist(), cohort.classes, f"fold {k}")
@@ -263,11 +260,11 @@ def run_folds(
                 raise FoldBusyError(f"fold {k} is being trained by "
                                     f"{claim.holder() or 'another job'}; a fold is never "
                                     "trained twice (this job stops, nothing written)", run_dir)
-            log.info("fold %s: %d train / %d val / %d test slides", k, len(parts["train"]),
-                     len(parts["val"]), len(parts["test"]))
             data = {p: pool.subset(ids) for p, ids in parts.items()}
             if patient:  # every slide of a case in one bag (the folds are patient-level)
                 data = {p: patient_dataset(pool, f[f["split"] == p]) for p in parts}
+            log.info("fold %s: %d train / %d val / %d test %s", k, len(data["train"]),
+                     len(data["val"]), len(data["test"]), "cases" if patient else "slides")
             fit_fold(
                 run.fold_dir(k), cfg.model, cfg.model_config, in_dim, cohort.classes,
                 data["train"], data["val"], data["test"], cfg.train,

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from srmil import __version__
 from srmil.config import TrainConfig, to_dict
-from srmil.errors import ConfigError, SrmilError, exc_line
+from srmil.errors import SrmilError, exc_line
 from srmil.models.base import MILModel, create_model
 from srmil.storage import write_csv, write_json, write_text
 from srmil.tasks import ClassificationTask, Task
@@ -31,7 +31,7 @@ from srmil.training.calibration import apply_temperature, fit_fold_temperature, 
 from srmil.training.checkpoint import load_state, load_weights, save_state, save_weights
 from srmil.training.data import BagDataset, prefetched
 from srmil.training.logs import close_loggers, epoch_end, make_loggers
-from srmil.training.sampling import class_weights, epoch_order
+from srmil.training.sampling import check_classification_only, class_weights, epoch_order
 from srmil.training.selection import eligible, is_better
 
 log = logging.getLogger(__name__)
@@ -163,9 +163,7 @@ def fit_fold(
                          "is empty")
     task = task or ClassificationTask(classes)
     if task.name != "classification":
-        if cfg.class_weights != "none" or cfg.sampler != "shuffle" or cfg.calibrate != "none":
-            raise ConfigError(f"train.class_weights, train.sampler and train.calibrate are for "
-                              f"classification; this is a {task.name} run")
+        check_classification_only(cfg, task.name)
         try:
             task.fit(train.targets)
         except SrmilError as exc:

@@ -118,3 +118,18 @@ def check_sampling(cfg: TrainConfig, targets: Sequence[int], classes: list[str],
         if not where:
             raise
         raise type(exc)(f"{where}: {exc}") from None
+
+
+def check_classification_only(cfg: TrainConfig, task: str) -> None:
+    """Refuse the classification-only settings on another task's run.
+
+    Raises:
+        ConfigError: naming the settings that were set (class weights, a balanced sampler and
+            temperature scaling act on class probabilities).
+    """
+    bad = [f"train.{k}={v}" for k, v, default in (
+        ("class_weights", cfg.class_weights, "none"), ("sampler", cfg.sampler, "shuffle"),
+        ("calibrate", cfg.calibrate, "none")) if v != default]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)}: for classification only; this is a {task} run")
+
