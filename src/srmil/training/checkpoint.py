@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +66,9 @@ def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
     try:
         with atomic_path(path, overwrite=True) as tmp:
             torch.save(state, tmp)
-    except (RuntimeError, pickle.PicklingError) as exc:
-        # torch's zip writer reports a full disk as RuntimeError ("unexpected pos")
+    except RuntimeError as exc:
+        # torch's zip writer reports a full disk as RuntimeError ("unexpected pos"); an object
+        # that cannot be serialised is a bug and keeps its traceback
         raise write_failure(path, exc) from None
 
 

@@ -154,11 +154,7 @@ def compare(
                 raise SrmilError("already holds a comparison; pass --resume to continue it",
                                  out)
             else:
-                try:
-                    saved_base = with_defaults(saved.get("base") or {}, model=False)
-                except ConfigError as exc:
-                    raise ConfigError(f"--resume: the saved settings do not fit this version "
-                                      f"of srmil ({exc})", cmp.setup_path) from None
+                saved_base = with_defaults(saved.get("base") or {}, cmp.setup_path, model=False)
                 if saved_base != setup["base"]:
                     raise ConfigError("--resume with different training settings",
                                       cmp.setup_path)
@@ -220,7 +216,7 @@ def finish_comparison(out: str | Path, lock: str = "auto") -> pd.DataFrame | Non
             run = cmp.run(s)
             if not run.is_run() or (not run.is_done() and finish_run(run.path, lock) is None):
                 return None
-        base = from_dict(RunConfig, with_defaults(setup["base"], model=False))
+        base = from_dict(RunConfig, with_defaults(setup["base"], cmp.setup_path, model=False))
         table = comparison_table(Path(out), specs, ref, len(cmp.classes()), base.train.bootstrap,
                                  base.train.seed, base.task)
         write_csv(cmp.table_csv, table, overwrite=True)

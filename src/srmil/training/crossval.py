@@ -53,22 +53,34 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
     return None if a == b else f"{path}: {a!r} in the run, {b!r} now"
 
 
-def with_defaults(saved: dict[str, Any], model: bool = True) -> dict[str, Any]:
+def with_defaults(saved: dict[str, Any], source: str | Path, model: bool = True
+                  ) -> dict[str, Any]:
     """A saved run config with every field this version knows, defaults where it has none.
 
     A run written before a field existed ran with that field's default behaviour (new fields
     default to what srmil did before them), so resuming it with the default is the same run.
-    ``model``: also fill ``model_config`` from the model's ``Config`` (a run's resolved
-    config; a comparison's base keeps its overrides as given). Raises ``ConfigError`` for a
-    field this version does not know.
+
+    Args:
+        saved: the saved config (``config.json``, or a comparison's ``base``).
+        source: the file it was read from, for the error.
+        model: also fill ``model_config`` from the model's ``Config`` (a run's resolved
+            config; a comparison's base keeps its overrides as given).
+
+    Raises:
+        ConfigError: a saved field this version does not know (one line naming ``source``).
     """
     out = dict(saved)
+    out.pop("version", None)
     out.setdefault("task", "classification")  # the only task before there was a choice
-    for name, cls in SECTIONS.items():
-        out[name] = to_dict(from_dict(cls, dict(saved.get(name) or {})))
-    if model and saved.get("model") in MODELS.names():
-        cls = MODELS.get(saved["model"]).Config
-        out["model_config"] = to_dict(from_dict(cls, dict(saved.get("model_config") or {})))
+    try:
+        for name, cls in SECTIONS.items():
+            out[name] = to_dict(from_dict(cls, dict(saved.get(name) or {})))
+        if model and saved.get("model") in MODELS.names():
+            cls = MODELS.get(saved["model"]).Config
+            out["model_config"] = to_dict(from_dict(cls, dict(saved.get("model_config") or {})))
+    except ConfigError as exc:
+        raise ConfigError(f"--resume: the saved config does not fit this version of srmil "
+                          f"({exc})", source) from None
     return out
 
 
@@ -98,18 +110,6 @@ def _data_record(cohort: Cohort) -> dict[str, str]:
             "features": str(cohort.features_path.resolve())}
 
 
-def _saved_config(run: RunDir) -> dict[str, Any]:
-    """The run's ``config.json`` with this version's defaults where it lacks fields
-    (:func:`with_defaults`); a field this version does not know is one line."""
-    saved = dict(run.config_dict())
-    saved.pop("version", None)
-    try:
-        return with_defaults(saved)
-    except ConfigError as exc:
-        raise ConfigError(f"--resume: the saved config does not fit this version of srmil "
-                          f"({exc})", run.config_path) from None
-
-
 def prepare_run(run_dir: Path, cfg: RunConfig, cohort: Cohort, splits: pd.DataFrame,
                 resume: bool, join: bool = False, lock: str = "auto") -> RunConfig:
     """Create the run directory, or check that a resumed / joined one matches; returns the
@@ -137,7 +137,8 @@ def prepare_run(run_dir: Path, cfg: RunConfig, cohort: Cohort, splits: pd.DataFr
             if not resume:
                 raise SrmilError("already holds a run; pass --resume to continue it or choose "
                                  "another --out", run_dir)
-            diff = _first_difference(_saved_config(run), to_dict(cfg))
+            saved = with_defaults(run.config_dict(), run.config_path)
+            diff = _first_difference(saved, to_dict(cfg))
             if diff:
                 raise ConfigError(f"--resume with a different config ({diff})", run.config_path)
             check_same_splits(run_dir, splits)
@@ -159,7 +160,7 @@ def prepare_run(run_dir: Path, cfg: RunConfig, cohort: Cohort, splits: pd.DataFr
 def _check_joined(run: RunDir, cfg: RunConfig, splits: pd.DataFrame,
                   data: dict[str, str]) -> None:
     """A ``--fold`` job's own config, splits and data must be the run's, exactly."""
-    diff = _first_difference(_saved_config(run), to_dict(cfg))
+    diff = _first_difference(with_defaults(run.config_dict(), run.config_path), to_dict(cfg))
     if diff:
         raise ConfigError(f"holds a run of another config ({diff}); a --fold job joins only "
                           "a run of the identical config (nothing written)", run.path)
