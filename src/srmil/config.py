@@ -236,6 +236,9 @@ class TrainConfig:
     #                           equally often; the epoch stays len(train) bags)
     calibrate: str = "none"  # none | temperature (scaling fitted on each fold's validation)
     logger: str = "csv"  # csv (Lightning CSVLogger, per step and epoch) | tensorboard (also)
+    bags_per_step: int = 1  # bags per optimiser step (METHOD.md: 1): gradients of the bags'
+    #                         mean objective, accumulated bag by bag (memory of one bag); a
+    #                         batch-level loss (survival.loss cox) holds the step's bags at once
 
     def __post_init__(self) -> None:
         # checked here, before a run directory is made, not after an epoch
@@ -251,6 +254,8 @@ class TrainConfig:
                                   f"{getattr(self, name)!r}")
         if self.epochs < 1:
             raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
+        if self.bags_per_step < 1:
+            raise ConfigError(f"train.bags_per_step must be >= 1, got {self.bags_per_step}")
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if not 0 <= self.select_after < 1:
@@ -331,7 +336,8 @@ class SurvivalConfig:
     """Survival task (``task: survival``): labels ``time`` + ``event`` (1 = event) or CLAM /
     Patch-GCN's ``survival_months`` + ``censorship`` (1 = censored)."""
 
-    loss: str = "nll"  # nll: discrete-time NLL over time bins (Patch-GCN / SurvPath) | cox
+    loss: str = "nll"  # nll: discrete-time NLL over time bins (Patch-GCN / SurvPath) | cox:
+    #                    Cox partial likelihood, risk sets within train.bags_per_step bags
     bins: int = 4  # Patch-GCN: quartiles of the training split's event times
     alpha_surv: float = 0.0  # Patch-GCN's --alpha_surv (NLLSurvLoss default): extra weight
     #                          of the uncensored term
@@ -344,6 +350,8 @@ class SurvivalConfig:
             raise ConfigError(f"survival.bins must be >= 1, got {self.bins}")
         if not 0 <= self.alpha_surv <= 1:
             raise ConfigError(f"survival.alpha_surv must be in [0, 1], got {self.alpha_surv}")
+        if self.loss not in ("nll", "cox"):
+            raise ConfigError(f"survival.loss must be nll or cox, got {self.loss!r}")
 
 
 @dataclass(frozen=True)
@@ -388,6 +396,11 @@ class RunConfig:
         tasks = ("auto", "classification", "survival", "regression")
         if self.task not in tasks:
             raise ConfigError(f"unknown task {self.task!r}; choose from: {', '.join(tasks)}")
+        if (self.task in ("auto", "survival") and self.survival.loss == "cox"
+                and self.train.bags_per_step < 2):
+            raise ConfigError("survival.loss cox compares the risks of the bags in one step: "
+                              "set train.bags_per_step >= 2 (16-64 is usual), got "
+                              f"{self.train.bags_per_step}")
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,14 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from srmil import api
 from srmil.bags.synth import write_cohort
 from srmil.cli.main import main
-from srmil.config import RunConfig, SplitConfig, SynthConfig, TrainConfig
+from srmil.config import RunConfig, SplitConfig, SurvivalConfig, SynthConfig, TrainConfig
 from srmil.errors import SrmilError
 
 SMALL = SynthConfig(slides=24, dim=8, min_patches=30, max_patches=60, seed=4)
@@ -98,12 +99,40 @@ def test_survival_cli_cv_and_an_explicit_task(capsys, survival, tmp_path):
     assert not (tmp_path / "r2").exists()  # nothing written
 
 
-def test_survival_resume_repeats_exactly(survival, tmp_path, monkeypatch):
+def cox(model="abmil", epochs=3, bags_per_step=4):
+    return RunConfig(model=model, train=TrainConfig(epochs=epochs, bootstrap=30,
+                                                    accelerator="cpu",
+                                                    bags_per_step=bags_per_step),
+                     split=SplitConfig(folds=2), survival=SurvivalConfig(loss="cox"))
+
+
+def test_cox_survival_run_end_to_end(survival, tmp_path):
+    """Cox over 4 bags per step: one risk output, Breslow's curve after training, the same
+    prediction columns as nll; predict applies the saved baseline."""
+    labels, bags = survival
+    run = api.cv(labels, bags, tmp_path / "run", cox(model="srmil", epochs=2))
+    hist = run.run.history(0)
+    assert {"train_cox_masked", "train_cox_full", "train_rec"} <= set(hist.columns)
+    assert hist["val_loss"].notna().all()  # the Cox loss over the whole validation split
+    st = run.run.task_state(0)
+    assert st["loss"] == "cox" and len(st["baseline"]) == 4
+    assert (np.diff(st["baseline"]) >= 0).all()
+    pred = pd.concat(run.run.predictions("test").values())
+    s = pred[[f"surv_bin{k}" for k in range(1, 5)]].to_numpy()
+    assert np.isfinite(s).all() and (s[:, 1:] <= s[:, :-1] + 1e-12).all()
+    for m in ("test_c_index", "test_ibs"):
+        assert np.isfinite(run.summary["metrics"][m]["mean"])
+    p = api.predict(run.run.path, bags)
+    assert np.isfinite(p.table[["risk", "surv_bin1"]].to_numpy()).all() and len(p.table) == 24
+
+
+@pytest.mark.parametrize("kind", ["nll", "cox"])
+def test_survival_resume_repeats_exactly(survival, tmp_path, monkeypatch, kind):
     """Interrupted after 2 of 4 epochs, then resumed: the same history and metrics."""
     import srmil.training.loop as loop
 
     labels, bags = survival
-    c = cfg(model="abmil", epochs=4)
+    c = cfg(model="abmil", epochs=4) if kind == "nll" else cox(epochs=4, bags_per_step=3)
     full = api.train(labels, bags, tmp_path / "full", c)
     real, calls = loop.write_csv, []
 

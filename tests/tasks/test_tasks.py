@@ -293,8 +293,12 @@ def test_the_base_loss_is_the_task_loss(kind):
 def test_survival_config_is_checked():
     with pytest.raises(Exception, match="survival.bins"):
         SurvivalConfig(bins=0)
-    with pytest.raises(SrmilError, match="only 'nll'"):
+    with pytest.raises(Exception, match="survival.loss must be nll or cox"):
+        SurvivalConfig(loss="ce")
+    with pytest.raises(SrmilError, match="not a survival loss"):
         SurvivalTask(loss="ce")
+    with pytest.raises(Exception, match="bags_per_step >= 2"):
+        RunConfig(task="survival", survival=SurvivalConfig(loss="cox"))
 
 
 def test_classification_task_round_trips_the_prediction_table():

@@ -126,3 +126,17 @@ def test_tensorboard_logger_when_installed_and_one_line_when_not(capsys, tmp_pat
                                               "--epochs", 1))
     assert code == 0, err
     assert list((run / "fold_0" / "logs" / "tensorboard" / "version_0").glob("events.out.*"))
+
+
+def test_bags_per_step_with_class_weights_logs_one_row_per_optimiser_step(capsys, tmp_path,
+                                                                          cohort):
+    run = tmp_path / "run"
+    code, _, err = cli(capsys, "cv", *args(
+        cohort, run, "--set", "train.class_weights=balanced", "--set", "train.bags_per_step=3",
+        "--set", "split.folds=2", "--epochs", 2))
+    assert code == 0, err
+    splits = pd.read_csv(run / "splits.csv")
+    n_train = int(((splits.fold == 0) & (splits.split == "train")).sum())
+    log = pd.read_csv(run / "fold_0" / "logs" / "csv" / "version_0" / "metrics.csv")
+    assert log["step/total"].notna().sum() == 2 * -(-n_train // 3)  # ceil(S / 3) per epoch
+    assert json.loads((run / "config.json").read_text())["train"]["bags_per_step"] == 3

@@ -40,6 +40,8 @@ class MILModel(nn.Module):
     uses_graph: ClassVar[bool] = False
     score_kind: ClassVar[str] = "attention"  # "attention" | "grad_x_input"
     task: Any = None  # a fitted srmil.tasks.Task; None = classification (set by create_model)
+    deferred: Any = None  # srmil.training.batch.DeferredTaskLoss while a batch-level loss
+    #                       (Cox) collects the outputs of a step's bags
 
     def __init__(self, in_dim: int, n_classes: int, cfg: Any) -> None:
         super().__init__()
@@ -61,13 +63,18 @@ class MILModel(nn.Module):
         return "ce" if self.task is None else self.task.loss_name
 
     def task_loss(self, out: Tensor, target: Tensor) -> Tensor:
-        """The task's loss of one output vector (K,) against the bag's target."""
+        """The task's loss of one output vector (K,) against the bag's target (a placeholder
+        while :mod:`srmil.training.batch` collects a batch-level loss)."""
+        if self.deferred is not None:
+            return self.deferred.record(out, target)
         if self.task is None:
             return classification_loss(out, target)
         return self.task.loss(out, target)
 
     def task_loss_rows(self, out: Tensor, target: Tensor) -> Tensor:
         """Mean task loss of several output vectors (B, K) sharing the bag's target."""
+        if self.deferred is not None:
+            return self.deferred.record(out, target)
         if self.task is None:
             return nn.functional.cross_entropy(out, target.view(1).expand(out.shape[0]))
         return self.task.loss_rows(out, target)

@@ -102,6 +102,7 @@ class Task:
     summary_metrics: ClassVar[tuple[str, ...]]
     select_metric: ClassVar[str]
     loss_name: str = "loss"
+    batch_level: bool = False  # the loss compares the bags of a step (Cox): no per-bag value
 
     @classmethod
     def parse_labels(cls, df: pd.DataFrame, source: str | os.PathLike | None,
@@ -128,6 +129,15 @@ class Task:
     def loss_rows(self, out: Tensor, target: Tensor) -> Tensor:
         """Mean loss of several outputs (B, K) of one bag (e.g. DTFD's pseudo-bags)."""
         return sum(self.loss(o, target) for o in out) / out.shape[0]
+
+    def batch_loss(self, out: Tensor, target: Tensor) -> Tensor:
+        """Loss of a batch of outputs (B, K) against their B targets (stacked): the mean
+        per-bag loss, or the batch-level loss (``batch_level``)."""
+        return sum(self.loss(o, t) for o, t in zip(out, target, strict=True)) / out.shape[0]
+
+    def fit_outputs(self, train_outputs: np.ndarray) -> None:
+        """Learn from the trained model's (S, M) outputs on the training split what the
+        predictions need (Cox: Breslow's baseline hazard); default: nothing."""
 
     def transform(self, out: Tensor) -> np.ndarray:
         """Eval outputs (K,) → the prediction row the metrics and tables use (M,)."""

@@ -17,6 +17,16 @@ the model emits K hazard logits, :math:`h_k = \sigma(o_k)`, :math:`S_k = \prod_{
 
 (indices 1-based over the bins; logs clamped at ``eps``). It works with one bag per step. The
 risk is :math:`-\sum_k S_k` (Patch-GCN), higher = shorter survival.
+
+Loss ``cox``: the negative Cox partial log-likelihood (Cox, *Regression models and life
+tables*, JRSS-B 1972; as DeepSurv, Katzman et al. 2018, and STAMP's Cox head use it) over the
+bags of one optimiser step (``train.bags_per_step`` ≥ 2: the risk set of a patient is the
+patients of the step still at risk at its time; Breslow's handling of ties). The model emits one
+output, the log-risk :math:`r`. The survival curve comes from Breslow's baseline cumulative
+hazard fitted on the training split's risks once the fold is trained,
+:math:`S(t \mid r) = \exp(-H_0(t)\,e^{r})`, evaluated at the ends of the same time bins as
+``nll`` so both losses write the same prediction columns. Until it is fitted (the validation
+passes of training) the curve is NaN and so is the integrated Brier score.
 """
 
 from __future__ import annotations
@@ -61,6 +71,39 @@ def discrete_time_nll(logits: Tensor, bin_index: Tensor, event: Tensor, alpha: f
     return ((1 - alpha) * (unc + cen) + alpha * unc).mean()
 
 
+@TASK_LOSSES.register("cox")
+def cox_partial_likelihood(risk: Tensor, time: Tensor, event: Tensor) -> Tensor:
+    r"""Negative Cox partial log-likelihood of a batch (Cox 1972; Breslow's ties).
+
+    Args:
+        risk: (B,) log-risks r (higher = shorter survival).
+        time: (B,) follow-up times.
+        event: (B,) 1 = event observed, 0 = censored.
+
+    Returns:
+        Scalar: the mean over the batch's events of :math:`-[r_i - \log \sum_{j: t_j \ge
+        t_i} e^{r_j}]`; 0 (no gradient) when the batch holds no event.
+    """
+    at_risk = time.view(1, -1) >= time.view(-1, 1)  # (B, B): [i, j] = j still at risk at t_i
+    log_den = torch.logsumexp(risk.view(1, -1).masked_fill(~at_risk, -torch.inf), dim=1)  # (B,)
+    ev = event.to(risk.dtype)
+    return -((risk - log_den) * ev).sum() / ev.sum().clamp_min(1)
+
+
+def breslow_baseline(risk: np.ndarray, time: np.ndarray, event: np.ndarray,
+                     at: np.ndarray) -> np.ndarray:
+    r"""Breslow's baseline cumulative hazard :math:`H_0(t) = \sum_{t_i \le t, e_i = 1}
+    1 / \sum_{t_j \ge t_i} e^{r_j}` (T,) at the times ``at`` (T,), from (S,) risks, times and
+    events of the training split."""
+    w = np.exp(risk - risk.max())  # scaled for range; undone below
+    ev_times = np.unique(time[event == 1])
+    den = np.array([w[time >= t].sum() for t in ev_times])  # (E,)
+    d = np.array([np.sum((time == t) & (event == 1)) for t in ev_times])  # (E,) tied events
+    steps = d / den / np.exp(risk.max())  # (E,) hazard increments
+    cum = np.concatenate([[0.0], np.cumsum(steps)])
+    return cum[np.searchsorted(ev_times, at, side="right")]
+
+
 def survival_columns(columns: list[str]) -> tuple[str, str] | None:
     """The survival column pair a labels CSV carries, or ``None``."""
     return next((p for p in SURVIVAL_COLUMNS if set(p) <= set(columns)), None)
@@ -77,9 +120,11 @@ class SurvivalTask(Task):
     def __init__(self, loss: str = "nll", bins: int = 4, alpha_surv: float = 0.0,
                  eps: float = 1e-7, horizons: tuple[float, ...] = ()) -> None:
         TASK_LOSSES.get(loss)
-        if loss != "nll":
-            raise SrmilError(f"survival.loss {loss!r}: only 'nll' trains with one bag per step")
+        if loss not in ("nll", "cox"):
+            raise SrmilError(f"survival.loss {loss!r} is not a survival loss (nll, cox)")
         self.loss_name = loss
+        self.batch_level = loss == "cox"
+        self.baseline: list[float] | None = None  # cox: Breslow's H_0 at the K bin ends
         self.bins = bins
         self.alpha = alpha_surv
         self.eps = eps
@@ -102,6 +147,7 @@ class SurvivalTask(Task):
         t.horizons = list(state["horizons"])
         t.train_time = list(state["train_time"])
         t.train_event = list(state["train_event"])
+        t.baseline = state.get("baseline")
         return t
 
     def state(self) -> dict[str, Any]:
@@ -109,7 +155,8 @@ class SurvivalTask(Task):
                 "alpha_surv": self.alpha, "eps": self.eps,
                 "user_horizons": list(self.user_horizons), "edges": self.edges,
                 "horizons": self.horizons, "train_time": self.train_time,
-                "train_event": self.train_event}
+                "train_event": self.train_event,
+                **({"baseline": self.baseline} if self.batch_level else {})}
 
     # ---- labels ------------------------------------------------------------------------
 
@@ -144,7 +191,7 @@ class SurvivalTask(Task):
 
     @property
     def out_dim(self) -> int:
-        return self.bins
+        return 1 if self.batch_level else self.bins
 
     def fit(self, targets: list[Any]) -> None:
         """Bin edges (and default horizons) from the training split's event times.
@@ -164,6 +211,19 @@ class SurvivalTask(Task):
                          else np.quantile(ev, [0.25, 0.5, 0.75]).tolist())
         self.train_time, self.train_event = time.tolist(), event.tolist()
 
+    def bin_ends(self) -> np.ndarray:
+        """(K,) ends of the time bins: the inner edges, then the training split's longest
+        time."""
+        return np.array([*(self.edges or []), max(self.train_time or [1.0])])
+
+    def fit_outputs(self, train_outputs: np.ndarray) -> None:
+        """Cox: Breslow's baseline hazard from the trained model's (S, 1 + K) outputs on the
+        training split (nothing for ``nll``, whose outputs are a survival curve already)."""
+        if self.batch_level:
+            self.baseline = breslow_baseline(
+                train_outputs[:, 0], np.asarray(self.train_time),
+                np.asarray(self.train_event), self.bin_ends()).tolist()
+
     def bin_of(self, time: Tensor) -> Tensor:
         """Time bin (int64) of each time: the number of inner edges at or below it."""
         edges = torch.tensor(self.edges or [], dtype=time.dtype, device=time.device)
@@ -171,25 +231,44 @@ class SurvivalTask(Task):
 
     # ---- loss and outputs --------------------------------------------------------------
 
+    def batch_loss(self, out: Tensor, target: Tensor) -> Tensor:
+        """Loss of a batch's outputs (B, K) against (B, 2) (time, event) targets."""
+        t = target.view(-1, 2).to(out.dtype)
+        if self.batch_level:
+            return cox_partial_likelihood(out[:, 0], t[:, 0], t[:, 1])
+        return discrete_time_nll(out, self.bin_of(t[:, 0]), t[:, 1], self.alpha, self.eps)
+
     def loss(self, out: Tensor, target: Tensor) -> Tensor:
         """NLL of one bag's hazard logits (K,); ``target`` = (time, event)."""
         if self.edges is None:
             raise RuntimeError("SurvivalTask.fit was not called")
+        if self.batch_level:
+            raise RuntimeError("the Cox loss compares bags: it has no value for one bag")
         t = target.view(-1, 2).to(out.dtype)  # (1, 2)
         return discrete_time_nll(out.view(1, -1), self.bin_of(t[:, 0]), t[:, 1],
                                  self.alpha, self.eps)
 
     def loss_rows(self, out: Tensor, target: Tensor) -> Tensor:
+        if self.batch_level:
+            raise RuntimeError("the Cox loss compares bags: it has no value for one bag")
         t = target.view(1, 2).to(out.dtype).expand(out.shape[0], 2)  # (B, 2)
         return discrete_time_nll(out, self.bin_of(t[:, 0]), t[:, 1], self.alpha, self.eps)
 
     def transform(self, out: Tensor) -> np.ndarray:
-        """(K,) logits → (1 + K,): risk = −Σ S_k, then S_k per bin."""
+        r"""(K,) logits → (1 + K,): risk = −Σ S_k, then S_k per bin. Cox: (1,) log-risk r →
+        r, then :math:`\exp(-H_0 e^r)` at the bin ends (NaN before :meth:`fit_outputs`)."""
+        if self.batch_level:
+            r = float(out.double().view(-1)[0])
+            h0 = np.asarray(self.baseline if self.baseline is not None
+                            else [np.nan] * self.bins)
+            return np.concatenate([[r], np.exp(-h0 * np.exp(r))])
         s = torch.cumprod(1 - torch.sigmoid(out.double()), dim=0)  # (K,)
         return torch.cat([-s.sum().view(1), s]).cpu().numpy()
 
     def score(self, out: Tensor) -> Tensor:
-        """The risk −Σ_k S_k of the hazard logits (K,), differentiable."""
+        """The risk −Σ_k S_k of the hazard logits (K,) (Cox: the log-risk), differentiable."""
+        if self.batch_level:
+            return out.view(-1)[0]
         return -torch.cumprod(1 - torch.sigmoid(out), dim=0).sum()
 
     def describe(self, row: np.ndarray) -> str:
@@ -198,8 +277,7 @@ class SurvivalTask(Task):
     def survival_at(self, outputs: np.ndarray, times: np.ndarray) -> np.ndarray:
         """S(t) (S, T): piecewise linear through S = 1 at t = 0 and S_k at the end of bin k
         (the last bin ends at the training split's longest time); flat beyond."""
-        ends = [*(self.edges or []), max(self.train_time or [1.0])]
-        knots = np.array([0.0, *ends])
+        knots = np.array([0.0, *self.bin_ends()])
         surv = np.concatenate([np.ones((len(outputs), 1)), outputs[:, 1:]], axis=1)
         return np.stack([np.interp(times, knots, row) for row in surv]) if len(surv) else \
             np.zeros((0, len(times)))

@@ -1,4 +1,5 @@
-"""Training of one fold with Lightning Fabric: one bag per step, AdamW, cosine annealing per
+"""Training of one fold with Lightning Fabric: ``train.bags_per_step`` bags per step
+(:mod:`srmil.training.batch`; 1 as the reference), AdamW, cosine annealing per
 epoch, selection on validation, the test split evaluated once on the selected model.
 
 Fabric (Lightning's loop-level API) runs the devices and precision; the loop itself is ours so
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from srmil.errors import SrmilError, exc_line
 from srmil.models.base import MILModel, create_model
 from srmil.storage import write_csv, write_json, write_text
 from srmil.tasks import ClassificationTask, Task
+from srmil.training.batch import train_step
 from srmil.training.calibration import apply_temperature, fit_fold_temperature, scored
 from srmil.training.checkpoint import load_state, load_weights, save_state, save_weights
 from srmil.training.data import BagDataset, prefetched
@@ -65,7 +69,8 @@ def predict_proba(
     """
     task = task or net.task
     net.eval()
-    probs, losses = [], []
+    probs, losses, outs, targets = [], [], [], []
+    batch_level = getattr(task, "batch_level", False)
     for i in range(len(data)):
         bag = data[i].to(device)
         logits = net(bag).float()  # (K,)
@@ -73,12 +78,19 @@ def predict_proba(
             probs.append(logits.softmax(-1).cpu().numpy())
         else:
             probs.append(task.transform(logits))
-        if bag.y is not None:
+        if batch_level:  # one loss over the whole split (Cox: every slide in the risk sets)
+            if bag.y is not None:
+                outs.append(logits)
+                targets.append(torch.tensor(bag.y, device=logits.device, dtype=torch.float64))
+            losses.append(np.nan)
+        elif bag.y is not None:
             t = torch.tensor([bag.y] if task is None else bag.y, device=logits.device)
             losses.append(float(torch.nn.functional.cross_entropy(logits[None], t)
                                 if task is None else task.loss(logits, t)))
         else:
             losses.append(np.nan)
+    if batch_level and outs and len(outs) == len(data):
+        losses = [float(task.batch_loss(torch.stack(outs), torch.stack(targets)))] * len(data)
     m = net.n_classes if task is None else (probs[0].shape[0] if probs else net.n_classes)
     return np.asarray(probs, dtype=np.float64).reshape(-1, m), np.asarray(losses)
 
@@ -211,30 +223,29 @@ def fit_fold(
             log.warning("%s: the %s split has no observed event; its c-index is undefined "
                         "(NaN)", fold_dir.name, name)
     tty = sys.stderr.isatty() and log.isEnabledFor(logging.INFO)  # bars: terminals only
+    per_step = cfg.bags_per_step
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         model.train()
         order = epoch_order(cfg, train.targets, classes, epoch)
+        n_steps = math.ceil(len(order) / per_step)
         sums: dict[str, float] = {}
-        bar = tqdm(order, desc=f"{desc}epoch {epoch + 1}/{cfg.epochs}", unit="bag",
+        bar = tqdm(total=len(order), desc=f"{desc}epoch {epoch + 1}/{cfg.epochs}", unit="bag",
                    disable=not tty, leave=False, file=sys.stderr)
         bags = prefetched(train, order, cfg.loader_workers)  # read ahead unless cached
-        for step, (_, bag) in enumerate(zip(bar, bags, strict=True), 1):
-            bag = bag.to(fabric.device)
-            target = torch.tensor(bag.y, device=fabric.device)
-            with fabric.autocast():
-                parts = model.loss(bag, target)
+        for step in range(1, n_steps + 1):
+            n = min(per_step, len(order) - (step - 1) * per_step)  # the last step may be short
             opt.zero_grad(set_to_none=True)
-            # the bag's whole objective is weighted (sampling.py says why not inside the loss)
-            fabric.backward(parts["total"] if weights is None
-                            else parts["total"] * float(weights[bag.y]))
+            values = train_step(fabric, model, net, islice(bags, n), n, weights, task)
             opt.step()
-            values = {k: float(v.detach()) for k, v in parts.items()}
             for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
+                sums[k] = sums.get(k, 0.0) + v * n  # bag-weighted: the epoch mean per bag
             fabric.log_dict({f"step/{k}": v for k, v in values.items()},
-                            step=epoch * len(order) + step)
-            bar.set_postfix({k: f"{v / step:.3f}" for k, v in sums.items()}, refresh=False)
+                            step=epoch * n_steps + step)
+            bar.update(n)
+            seen = min(step * per_step, len(order))
+            bar.set_postfix({k: f"{v / seen:.3f}" for k, v in sums.items()}, refresh=False)
+        bar.close()
         lr = opt.param_groups[0]["lr"]
         sched.step()
         probs, losses = predict_proba(net, val, fabric.device, net.task)
@@ -244,7 +255,7 @@ def fit_fold(
                "val_loss": float(np.nanmean(losses)), **task.history(vm),
                "seconds": time.perf_counter() - t0}
         history.append(row)
-        epoch_end(fabric, row, step=(epoch + 1) * len(order))
+        epoch_end(fabric, row, step=(epoch + 1) * n_steps)
         key = task.selection_key(vm)
         if eligible(epoch, cfg.epochs, cfg.select_after) and is_better(
             key, None if best is None else tuple(best["key"])
@@ -277,6 +288,15 @@ def fit_fold(
     out: dict[str, Any] = {"best_epoch": best["epoch"]}
     if weights is not None:
         out["class_weights"] = weights.tolist()
+    train_risk: np.ndarray | None = None
+    if task.name == "survival":  # the report's risk groups split at the training median
+        train_out, _ = predict_proba(net, train, fabric.device, net.task)
+        train_risk = train_out[:, 0]
+        if task.batch_level:  # Cox: Breslow's baseline hazard, saved with the fold's model
+            task.fit_outputs(train_out)
+            write_json(fold_dir / "task.json", task.state(), overwrite=True)
+            save_weights(fold_dir / "best.safetensors", best_state,
+                         {**_meta(model_name, in_dim, classes, net), "epoch": best["epoch"]})
     raw = {name: predict_proba(net, data, fabric.device, net.task)[0]
            for name, data in (("val", val), ("test", test)) if len(data)}
     temperature = fit_fold_temperature(cfg, fold_dir, np.asarray(val.targets), raw["val"])
@@ -292,9 +312,8 @@ def fit_fold(
             y = np.asarray(data.targets)
             out[name].update(scored(y, probs, None if temperature is None else raw[name]))
         tables.append(prediction_table(data, probs, classes, name, task))
-    if task.name == "survival":  # the report's risk groups split at the training median
-        risk, _ = predict_proba(net, train, fabric.device, net.task)
-        out["train_risk_median"] = float(np.median(risk[:, 0]))
+    if train_risk is not None:
+        out["train_risk_median"] = float(np.median(train_risk))
     write_csv(fold_dir / "predictions.csv", pd.concat(tables, ignore_index=True), overwrite=True)
     write_json(fold_dir / "metrics.json", out, overwrite=True)
     write_text(done, f"best epoch {best['epoch']}\n", overwrite=True)

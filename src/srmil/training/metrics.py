@@ -256,9 +256,10 @@ def survival_metrics(
                 ts = np.unique(np.percentile(t_cut, np.linspace(10, 80, 10)))
                 ts = ts[(ts >= lo) & (ts < hi)]
                 if len(ts) >= 2:
+                    surv = surv_fn(ts)  # (S, T); NaN: no survival curve (Cox before Breslow)
                     try:
-                        out["ibs"] = float(integrated_brier_score(s_train, s_test, surv_fn(ts),
-                                                                  ts))
+                        if np.isfinite(surv).all():
+                            out["ibs"] = float(integrated_brier_score(s_train, s_test, surv, ts))
                     except ValueError:
                         pass
     return out
