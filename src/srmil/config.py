@@ -239,6 +239,8 @@ class TrainConfig:
     bags_per_step: int = 1  # bags per optimiser step (METHOD.md: 1): gradients of the bags'
     #                         mean objective, accumulated bag by bag (memory of one bag); a
     #                         batch-level loss (survival.loss cox) holds the step's bags at once
+    devices: int = 1  # processes training each fold with DDP (GPUs, or CPU processes with
+    #                   gloo): each takes bags_per_step bags per optimiser step
 
     def __post_init__(self) -> None:
         # checked here, before a run directory is made, not after an epoch
@@ -256,6 +258,8 @@ class TrainConfig:
             raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
         if self.bags_per_step < 1:
             raise ConfigError(f"train.bags_per_step must be >= 1, got {self.bags_per_step}")
+        if self.devices < 1:
+            raise ConfigError(f"train.devices must be >= 1, got {self.devices}")
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if not 0 <= self.select_after < 1:
@@ -455,6 +459,8 @@ class ScaleBenchConfig:
     epochs: int = 3  # epochs per fold
     model: str = "abmil"  # the model trained
     jobs: tuple[int, ...] = (1, 2)  # local processes at a time, one timed run each
+    devices: tuple[int, ...] = (1, 2)  # DDP processes training one fold, one timed run each
+    #                                    (() skips the DDP figures)
     seed: int = 0  # the cohort's and the run's seed
     threads: int | None = None  # torch threads per job (None: cpu_count // jobs)
 

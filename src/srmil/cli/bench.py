@@ -39,6 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoders", default="stain_stats,resnet50_trunc",
                    help="extract: encoders to time (presets run with random weights)")
     p.add_argument("--jobs", default="1,2", help="scale: jobs at a time to compare")
+    p.add_argument("--ddp-devices", default="1,2",
+                   help="scale: DDP processes training one fold, to compare ('' skips)")
     p.add_argument("--folds", type=int, default=4, help="scale: folds of the cohort")
     p.add_argument("--epochs", type=int, default=3, help="scale: epochs per fold")
     p.add_argument("--model", default="abmil", help="scale: the model cross-validated")
@@ -53,7 +55,8 @@ def run_scale(args: argparse.Namespace) -> int:
 
     cfg = ScaleBenchConfig(slides=args.n_slides, folds=args.folds, epochs=args.epochs,
                            model=args.model, threads=args.threads,
-                           jobs=tuple(int(j) for j in args.jobs.split(",") if j))
+                           jobs=tuple(int(j) for j in args.jobs.split(",") if j),
+                           devices=tuple(int(d) for d in args.ddp_devices.split(",") if d))
     result = bench_scale(cfg)
     print(format_scale_table(result))
     if args.out:

@@ -172,6 +172,8 @@ def add_train_args(p: argparse.ArgumentParser, model: bool = True) -> None:
     flag(p, "--epochs", " (default 100)", type=int, default=None)
     flag(p, "--seed", " (default 0)", type=int, default=None)
     flag(p, "--device", " (default auto)", default=None)
+    flag(p, "--devices", "; here: DDP, each fold trained by N processes (train.devices, default "
+         "1)", type=int, default=None)
     flag(p, "--config", default=None)
     flag(p, "--set", ", e.g. model.mask_rate=0.5, train.lr=1e-4, graph.window=3 (repeatable)",
          action="append", default=[], metavar="KEY=VALUE")
@@ -224,7 +226,8 @@ def run_config(args: argparse.Namespace, folds: int | None = None):
 
     return resolve_run_config(
         model=getattr(args, "model", None), config=args.config, sets=args.set,
-        train={"epochs": args.epochs, "seed": args.seed, "accelerator": args.device},
+        train={"epochs": args.epochs, "seed": args.seed, "accelerator": args.device,
+               "devices": getattr(args, "devices", None)},
         folds=folds, task=getattr(args, "task", None))
 
 

@@ -60,7 +60,8 @@ def _scale(loss: Tensor, scale: float) -> Tensor:
 
 
 def train_step(fabric: Fabric, model: Any, net: MILModel, bags: Iterable[GraphBag], n: int,
-               weights: np.ndarray | None = None, task: Any = None) -> dict[str, float]:
+               weights: np.ndarray | None = None, task: Any = None,
+               scale: float | None = None) -> dict[str, float]:
     """Forward and backward of one optimiser step's ``n`` bags (the caller zeroes the
     gradients before and steps the optimiser after).
 
@@ -70,6 +71,8 @@ def train_step(fabric: Fabric, model: Any, net: MILModel, bags: Iterable[GraphBa
         n: how many there are.
         weights: (C,) class weights scaling each bag's objective, or ``None``.
         task: the fold's task; a ``batch_level`` one takes the Cox path.
+        scale: each bag's loss factor (default 1 / n; under DDP W / bags in the step over
+            all W processes, :func:`srmil.training.distributed.rank_steps`).
 
     Returns:
         The step's loss parts as floats: per-bag parts averaged over the bags, a batch-level
@@ -78,7 +81,9 @@ def train_step(fabric: Fabric, model: Any, net: MILModel, bags: Iterable[GraphBa
     if task is not None and getattr(task, "batch_level", False):
         if weights is not None:
             raise ValueError("class weights do not apply to a batch-level loss")
-        return _batch_level_step(fabric, model, net, bags, n, task)
+        return _batch_level_step(fabric, model, net, bags, n, task,
+                                 1.0 if scale is None else scale * n)
+    scale = 1.0 / n if scale is None else scale
     sums: dict[str, float] = {}
     seen = 0
     for bag in bags:
@@ -89,7 +94,7 @@ def train_step(fabric: Fabric, model: Any, net: MILModel, bags: Iterable[GraphBa
             with fabric.autocast():
                 parts = model.loss(bag, target)
             # the bag's whole objective is weighted (sampling.py says why not inside the loss)
-            fabric.backward(_scale(parts["total"], w / n))
+            fabric.backward(_scale(parts["total"], w * scale))
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         seen += 1
@@ -99,7 +104,7 @@ def train_step(fabric: Fabric, model: Any, net: MILModel, bags: Iterable[GraphBa
 
 
 def _batch_level_step(fabric: Fabric, model: Any, net: MILModel, bags: Iterable[GraphBag],
-                      n: int, task: Any) -> dict[str, float]:
+                      n: int, task: Any, scale: float) -> dict[str, float]:
     rec = DeferredTaskLoss()
     all_parts: list[dict[str, Tensor]] = []
     net.deferred = rec
@@ -130,7 +135,7 @@ def _batch_level_step(fabric: Fabric, model: Any, net: MILModel, bags: Iterable[
         target = torch.cat([terms[s][2] for terms in rec.terms])  # (ΣR, T)
         term_loss.append(task.batch_loss(out, target))
         total = total + w * term_loss[-1]
-    fabric.backward(total)
+    fabric.backward(_scale(total, scale))  # DDP: this process's share of the step
     # logged parts: a task term shows its batch loss, the model's other parts their bag mean
     slot_of = {id(p): s for s, (p, _, _) in enumerate(rec.terms[0])} if rec.terms else {}
     values: dict[str, float] = {}

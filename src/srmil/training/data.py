@@ -120,6 +120,11 @@ class BagDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the cache (to DDP or loader processes): each process reads its
+        own."""
+        return {**self.__dict__, "_store": {}}
+
     def load(self, i: int) -> GraphBag:
         y = None if self.targets is None else target_value(self.targets[i])
         return model_bag(read_bag(self.paths[i]), self.graph, self.expect_dim, self.with_graph,
@@ -257,6 +262,9 @@ class PatientDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.slide_ids)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_store": {}}
 
     @property
     def cache(self) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
 from itertools import islice
@@ -34,6 +33,13 @@ from srmil.training.batch import train_step
 from srmil.training.calibration import apply_temperature, fit_fold_temperature, scored
 from srmil.training.checkpoint import load_state, load_weights, save_state, save_weights
 from srmil.training.data import BagDataset, prefetched
+from srmil.training.distributed import (
+    gather_objects,
+    gathered_predictions,
+    launch_distributed,
+    rank_steps,
+    reduce_sums,
+)
 from srmil.training.logs import close_loggers, epoch_end, make_loggers
 from srmil.training.sampling import check_classification_only, class_weights, epoch_order
 from srmil.training.selection import eligible, is_better
@@ -42,13 +48,21 @@ log = logging.getLogger(__name__)
 
 
 def make_fabric(cfg: TrainConfig, loggers: list | None = None) -> Fabric:
-    """Single-device Fabric; ``auto`` picks a GPU when one is present, else the CPU."""
-    accelerator, devices = cfg.accelerator, 1
+    """Fabric on one device, or DDP over ``cfg.devices`` spawned processes
+    (:mod:`srmil.training.distributed`); ``auto`` picks GPUs when present, else the CPU."""
+    accelerator, devices, strategy = cfg.accelerator, cfg.devices, "auto"
     if accelerator.startswith("cuda:") and accelerator[5:].isdigit():  # one named GPU
+        if cfg.devices > 1:
+            raise SrmilError(f"accelerator {cfg.accelerator!r} names one GPU; train.devices "
+                             f"{cfg.devices} needs accelerator cuda (or auto)")
         accelerator, devices = "cuda", [int(accelerator[5:])]
+    if cfg.devices > 1:
+        from lightning.fabric.strategies import DDPStrategy
+
+        strategy = DDPStrategy(start_method="spawn", find_unused_parameters=True)
     try:
         return Fabric(accelerator=accelerator, devices=devices, precision=cfg.precision,
-                      loggers=loggers)
+                      loggers=loggers, strategy=strategy)
     except (ValueError, RuntimeError, TypeError) as exc:  # unknown or unavailable accelerator
         raise SrmilError(f"accelerator {cfg.accelerator!r}: {exc_line(exc)}") from None
 
@@ -180,11 +194,29 @@ def fit_fold(
             task.fit(train.targets)
         except SrmilError as exc:
             raise SrmilError(str(exc), fold_dir) from None
-    n_classes = len(classes)
     weights = class_weights(cfg, train.targets, classes)  # (C,) or None; before any write
     epoch_order(cfg, train.targets, classes, 0)  # a class the sampler cannot draw: fail now
     fold_dir.mkdir(parents=True, exist_ok=True)
+    if not resume and ((fold_dir / "last.pt").exists()
+                       or (fold_dir / "best.safetensors").exists()):
+        raise SrmilError("holds an unfinished fold; pass --resume to continue it", fold_dir)
     fabric = make_fabric(cfg, make_loggers(cfg, fold_dir))
+    args = (fold_dir, model_name, model_overrides, in_dim, classes, train, val, test, cfg,
+            resume, desc, task, weights)
+    if cfg.devices > 1:  # DDP: cfg.devices processes train the fold, rank 0 writes
+        return launch_distributed(fabric, _train_fold, *args)
+    return _train_fold(fabric, *args)
+
+
+def _train_fold(fabric: Fabric, fold_dir: Path, model_name: str, model_overrides: dict[str, Any],
+                in_dim: int, classes: list[str], train: BagDataset, val: BagDataset,
+                test: BagDataset, cfg: TrainConfig, resume: bool, desc: str, task: Task,
+                weights: np.ndarray | None) -> dict[str, Any] | None:
+    """:func:`fit_fold` after its checks, in every DDP process (one when ``devices`` is 1);
+    only rank 0 writes, and only rank 0 returns the metrics (the other ranks ``None``)."""
+    done = fold_dir / "DONE"
+    n_classes = len(classes)
+    rank, world, zero = fabric.global_rank, fabric.world_size, fabric.is_global_zero
     torch.manual_seed(cfg.seed)
     net = create_model(model_name, in_dim, task.out_dim, model_overrides, task)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -201,18 +233,24 @@ def fit_fold(
         net.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
-        _set_rng_state(st["rng"])
+        rngs = st.get("rng_ranks", [st["rng"]])
+        if len(rngs) != world:
+            raise SrmilError(f"last.pt was written by {len(rngs)} process(es), this run has "
+                             f"{world}", fold_dir)
+        _set_rng_state(rngs[rank])
         history, best, start = st["history"], st["best"], int(st["epoch"]) + 1
-        best_state = st["best_state"]
-        if best is not None:  # the best weights travel in last.pt: rewrite them exactly
+        best_state = st["best_state"] if zero else None
+        if zero and best is not None:  # the best weights travel in last.pt: rewrite them
             save_weights(fold_dir / "best.safetensors", best_state,
                          {**_meta(model_name, in_dim, classes, net), "epoch": best["epoch"]})
-    elif not resume and (last.exists() or (fold_dir / "best.safetensors").exists()):
-        raise SrmilError("holds an unfinished fold; pass --resume to continue it", fold_dir)
-    if task.name != "classification":  # the same on resume: fitted on the same split
+    elif rank > 0:  # each process its own masks and dropout (rank 0 keeps the reference's)
+        torch.manual_seed(cfg.seed + rank)
+    if zero and task.name != "classification":  # the same on resume: fitted on the same split
         write_json(fold_dir / "task.json", task.state(), overwrite=True)
     meta = _meta(model_name, in_dim, classes, net)
     for name, data in (("val", val), ("test", test)):
+        if not zero:
+            break
         if task.name == "classification":
             absent = sorted(set(range(n_classes)) - set(data.targets or []))
             if len(data) and absent:
@@ -222,52 +260,59 @@ def fit_fold(
         elif task.name == "survival" and len(data) and not any(e for _, e in data.targets):
             log.warning("%s: the %s split has no observed event; its c-index is undefined "
                         "(NaN)", fold_dir.name, name)
-    tty = sys.stderr.isatty() and log.isEnabledFor(logging.INFO)  # bars: terminals only
-    per_step = cfg.bags_per_step
+    tty = zero and sys.stderr.isatty() and log.isEnabledFor(logging.INFO)  # bars: terminals
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         model.train()
         order = epoch_order(cfg, train.targets, classes, epoch)
-        n_steps = math.ceil(len(order) / per_step)
+        steps = rank_steps(order, cfg.bags_per_step, world, rank)
         sums: dict[str, float] = {}
         bar = tqdm(total=len(order), desc=f"{desc}epoch {epoch + 1}/{cfg.epochs}", unit="bag",
                    disable=not tty, leave=False, file=sys.stderr)
-        bags = prefetched(train, order, cfg.loader_workers)  # read ahead unless cached
-        for step in range(1, n_steps + 1):
-            n = min(per_step, len(order) - (step - 1) * per_step)  # the last step may be short
+        bags = prefetched(train, [i for own, _, _ in steps for i in own],  # read ahead unless
+                          cfg.loader_workers)                              # cached
+        for step, (own, n_global, scale) in enumerate(steps, 1):
             opt.zero_grad(set_to_none=True)
-            values = train_step(fabric, model, net, islice(bags, n), n, weights, task)
+            values = train_step(fabric, model, net, islice(bags, len(own)), len(own), weights,
+                                task, scale)
             opt.step()
+            n = len(own) if scale else 0  # a stand-in bag (scale 0) is not counted
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v * n  # bag-weighted: the epoch mean per bag
             fabric.log_dict({f"step/{k}": v for k, v in values.items()},
-                            step=epoch * n_steps + step)
-            bar.update(n)
-            seen = min(step * per_step, len(order))
+                            step=epoch * len(steps) + step)
+            bar.update(n_global)
+            seen = min(step * cfg.bags_per_step, len(order))
             bar.set_postfix({k: f"{v / seen:.3f}" for k, v in sums.items()}, refresh=False)
         bar.close()
+        sums = reduce_sums(fabric, sums)  # over the processes: every bag's parts
         lr = opt.param_groups[0]["lr"]
         sched.step()
-        probs, losses = predict_proba(net, val, fabric.device, net.task)
+        probs, losses = gathered_predictions(fabric, predict_proba, net, val, net.task)
         vm = task.metrics(val.targets, probs)
         row = {"epoch": epoch, "lr": lr,
                **{f"train_{k}": v / max(len(order), 1) for k, v in sums.items()},
                "val_loss": float(np.nanmean(losses)), **task.history(vm),
                "seconds": time.perf_counter() - t0}
         history.append(row)
-        epoch_end(fabric, row, step=(epoch + 1) * n_steps)
-        key = task.selection_key(vm)
+        epoch_end(fabric, row, step=(epoch + 1) * len(steps))
+        key = task.selection_key(vm)  # the same on every process: the same gathered outputs
         if eligible(epoch, cfg.epochs, cfg.select_after) and is_better(
             key, None if best is None else tuple(best["key"])
         ):
             best = {"epoch": epoch, "key": list(key)}
-            best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            best_state = ({k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                          if zero else None)
+        rngs = gather_objects(fabric, _rng_state())  # every process's, for an exact resume
+        if not zero:
+            continue
         # last.pt first, holding the best weights too; best.safetensors is derived from it, so a
         # kill between the two writes cannot leave a best file that disagrees with last.pt
         save_state(last, {
             "model": net.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "rng": _rng_state(), "epoch": epoch,
+            "scheduler": sched.state_dict(), "rng": rngs[0], "epoch": epoch,
             "history": history, "best": best, "best_state": best_state,
+            **({"rng_ranks": rngs} if world > 1 else {}),
         })
         if best is not None and best["epoch"] == epoch:
             save_weights(fold_dir / "best.safetensors", best_state, {**meta, "epoch": epoch})
@@ -280,6 +325,8 @@ def fit_fold(
             else:
                 log.info("%sepoch %d/%d %s val_%s=%.3f", desc, epoch + 1, cfg.epochs,
                          parts_txt, task.select_metric, vm[task.select_metric])
+    if not zero:
+        return None  # rank 0 alone tests the selected model and writes the fold's results
     close_loggers(fabric)
     if best is None:
         raise SrmilError("no epoch was eligible for selection", fold_dir)
