@@ -114,7 +114,9 @@ def heatmap_slide(
         prediction = {"pred": float(scored.probs[0])}
         if scored.task.name == "survival":
             what += " of the risk"
-    title = f"{sid}: {said}\n{model} {what}, {scored.rule}"
+    who = sid if scored.case is None or scored.case_slides == [sid] else (
+        f"{sid} (case {scored.case}, {len(scored.case_slides)} slides)")
+    title = f"{who}: {said}\n{model} {what}, {scored.rule}"
     files = {"scores": "scores.csv", "heatmap": "heatmap.png", "top_bottom": "top_bottom.csv"}
     overwrite = True  # see the docstring: only heatmap.json marks finished work
     write_csv(out_dir / "scores.csv", table, overwrite)
@@ -129,6 +131,9 @@ def heatmap_slide(
         "norm": cfg.norm, "step": step, "patch_size_level0": size, "unit": bag.coord_unit,
         "slide": None if slide_path is None else str(slide_path),
     }
+    if scored.case is not None:  # patient-level run: the prediction is the case's
+        info["case_id"] = scored.case
+        info["case_slides"] = ";".join(scored.case_slides)
     if cfg.geojson and bag.coord_unit == "px":
         write_geojson(out_dir / "patches.geojson", coords, size,
                       {"score": ps.scores, "score_percentile": pct}, name=sid,
@@ -259,7 +264,7 @@ def heatmap_run(
     from srmil.slides.job import ensure_writable
 
     out = ensure_writable(out)
-    found = find_bags(bags)
+    found = every = find_bags(bags)
     if slide_ids:
         missing = [s for s in slide_ids if s not in found]
         if missing:
@@ -290,7 +295,7 @@ def heatmap_run(
             log.warning("no slide file for %s in %s: bag-only outputs (no overlay, no crops)",
                         sid, slides_dir if not isinstance(slides_dir, Mapping) else "--slides")
         try:
-            scored = scorer.score(path, sid)
+            scored = scorer.score(path, sid, every)  # a case's other slides too
             info = heatmap_slide(d, scored, scorer.classes, cfg, slides.get(sid),
                                  scorer.model_name, (mpp or {}).get(sid), made_by)
             results.append(SlideResult(sid, "done", info))
