@@ -146,9 +146,12 @@ def kaplan_meier_at(time: np.ndarray, event: np.ndarray, horizon: float
     if s <= 0.0 or s >= 1.0 or var == 0.0:
         return s, s, s
     # log-log interval: exp(−exp(log(−log S) ± z·σ)), σ² = Greenwood / log(S)²
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.975)
     sigma = np.sqrt(var) / abs(np.log(s))
-    lo = s ** np.exp(1.96 * sigma)
-    hi = s ** np.exp(-1.96 * sigma)
+    lo = s ** np.exp(z * sigma)
+    hi = s ** np.exp(-z * sigma)
     return float(s), float(lo), float(hi)
 
 
