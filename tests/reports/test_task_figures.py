@@ -115,3 +115,5 @@ def test_report_of_a_survival_run_shows_calibration_and_a_risk_gallery(
     info = json.loads(done[0].read_text())
     assert info["kind"] == "grad_x_input" and info["target_class"] is None
     assert isinstance(info["pred"], float) and "case_id" in info
+    assert info["title"].split(": ")[1].startswith("risk ")  # the prediction is a risk
+    assert "grad_x_input of the risk" in info["title"]

@@ -14,12 +14,12 @@ log = logging.getLogger(__name__)
 PathLike = str | os.PathLike
 
 
-def _labelled(columns: list[str], task: str) -> bool:
+def _labelled(columns: list[str], task: str, source: PathLike) -> bool:
     """Whether a CSV's columns hold the ``task``'s labels (else it only maps slides to cases)."""
     from srmil.bags.cohort import label_task
 
-    return label_task(columns, "auto") == task and (task != "classification"
-                                                    or "label" in columns)
+    return label_task(columns, "auto", source) == task and (task != "classification"
+                                                            or "label" in columns)
 
 
 def _columns(path: PathLike) -> list[str]:
@@ -86,7 +86,7 @@ def predict(run: PathLike, bags: PathLike, out: PathLike | None = None, fold: in
                          "it)", out)
     rd = RunDir(run).require()
     cfg = rd.config()
-    labelled = labels is not None and _labelled(_columns(labels), cfg.task)
+    labelled = labels is not None and _labelled(_columns(labels), cfg.task, labels)
     if labelled and out is not None and metrics_path(out).exists() and not overwrite:
         raise SrmilError("already exists; refusing to overwrite it (overwrite=True replaces "
                          "it)", metrics_path(out))
@@ -124,6 +124,13 @@ def predict(run: PathLike, bags: PathLike, out: PathLike | None = None, fold: in
         if rows.empty:
             raise SrmilError(f"no slide of the labels CSV has a bag in {bags}", labels)
     ids = rows["slide_id"].tolist()
+    if labelled and rd.splits_path.exists():
+        splits = rd.splits()
+        seen = set(splits.loc[splits.split.isin(["train", "val"]), "slide_id"]) & set(ids)
+        if seen:
+            log.warning("%d of %d slides were in this run's train/val splits: the metrics are "
+                        "not an external validation (srmil evaluate re-tests each fold on its "
+                        "own test split)", len(seen), len(ids))
     slides = BagDataset([found[s] for s in ids], ids, targets, rd.graph_config(),
                         nets[0].uses_graph, nets[0].in_dim, cache=len(nets) > 1)
     data = patient_dataset(slides, rows[["slide_id", "case_id"]]) if (

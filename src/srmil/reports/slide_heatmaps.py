@@ -112,8 +112,9 @@ def heatmap_slide(
     else:  # survival: risk (and survival per bin); regression: the value
         said = scored.task.describe(scored.probs)
         prediction = {"pred": float(scored.probs[0])}
-        if scored.task.name == "survival":
-            what += " of the risk"
+        of = "the risk" if scored.task.name == "survival" else "the predicted value"
+        # a gradient is taken of the risk (value); attention is what the model pooled for it
+        what += f" of {of}" if ps.kind != "attention" else f" (predicting {of})"
     who = sid if scored.case is None or scored.case_slides == [sid] else (
         f"{sid} (case {scored.case}, {len(scored.case_slides)} slides)")
     title = f"{who}: {said}\n{model} {what}, {scored.rule}"
@@ -129,7 +130,7 @@ def heatmap_slide(
         "target_class": None if ps.target is None else classes[ps.target],
         "folds": scored.folds, "rule": scored.rule, **prediction,
         "norm": cfg.norm, "step": step, "patch_size_level0": size, "unit": bag.coord_unit,
-        "slide": None if slide_path is None else str(slide_path),
+        "slide": None if slide_path is None else str(slide_path), "title": title,
     }
     if scored.case is not None:  # patient-level run: the prediction is the case's
         info["case_id"] = scored.case
@@ -360,7 +361,7 @@ def write_index(out: Path, results: list[SlideResult], overwrite: bool = True) -
         info = json.loads(p.read_text())
         rows.append({"slide_id": info["slide_id"], "status": "done",
                      **{k: v for k, v in info.items()
-                        if k not in ("slide_id", "files", "bag", "slide")},
+                        if k not in ("slide_id", "files", "bag", "slide", "title")},
                      "folds": ",".join(map(str, info.get("folds", []))), "error": ""})
     done = {r["slide_id"] for r in rows}
     rows += [{"slide_id": r.slide_id, "status": "failed", "error": r.error}
