@@ -98,7 +98,7 @@ def predict(run: PathLike, bags: PathLike, out: PathLike | None = None, fold: in
     if labels is None:
         if patient:
             log.warning("a patient-level run, but no labels CSV: each bag is predicted as a "
-                        "case of its own (give one with slide_id,case_id to predict cases)")
+                        "case of its own (a labels CSV with slide_id,case_id predicts cases)")
         rows = pd.DataFrame({"slide_id": list(found), "case_id": list(found)})
         targets = None
     else:

@@ -420,8 +420,11 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     head = (f"<h1>srmil run report: {html.escape(run.resolve().name)}</h1>"
             f"<p class=\"meta\">model <b>{html.escape(str(cfg.get('model')))}</b> · "
             f"{len(tables)} fold(s) · {html.escape(task)}"
-            f"{' per patient' if patient else ''} · classes {html.escape(', '.join(classes))}"
-            " · srmil "
+            f"{' per patient' if patient else ''}"
+            + (f" · classes {html.escape(', '.join(classes))}"
+               if task not in ("survival", "regression")
+               else "")
+            + " · srmil "
             f"{html.escape(str(cfg.get('version', '?')))} · written {now}<br>"
             f"run: {html.escape(str(run.resolve()))}</p>")
     doc = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
