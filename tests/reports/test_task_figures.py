@@ -24,7 +24,8 @@ EVENT = np.array([1, 1, 0, 1, 0, 0])
 
 def test_kaplan_meier_at_by_hand_and_against_scikit_survival():
     # at risk 6, 5, (3 after the censoring at 3): S = 5/6 · 4/5 · 2/3 = 4/9 from t = 4 on
-    assert kaplan_meier_at(TIME, EVENT, 0.5)[0] == 1.0
+    # no event yet: S = 1, and the lower bound is the exact one for 0 events among 6
+    assert kaplan_meier_at(TIME, EVENT, 0.5) == pytest.approx((1.0, 0.025 ** (1 / 6), 1.0))
     assert kaplan_meier_at(TIME, EVENT, 2.0)[0] == pytest.approx(4 / 6)
     assert kaplan_meier_at(TIME, EVENT, 4.5)[0] == pytest.approx(4 / 9)
     assert kaplan_meier_at(TIME, EVENT, 6.0)[0] == pytest.approx(4 / 9)
@@ -80,6 +81,12 @@ def test_calibration_figure_is_drawn_per_fold_and_pooled(tmp_path):
 
     w, h = Image.open(png).size
     assert w > 2.5 * h  # three panels side by side: fold 0, fold 1, pooled
+    # six folds and pooled: two rows of (up to) four panels
+    many = pd.concat([frame.assign(fold=frame.fold + 2 * i) for i in range(3)])
+    png = survival_calibration_figure(survival_calibration(many, 4.5, min_per_group=3), 4.5,
+                                      tmp_path / "cal7.png")
+    w7, h7 = Image.open(png).size
+    assert h7 == pytest.approx(2 * h, rel=0.05) and w7 > w
 
 
 @pytest.fixture(scope="module")

@@ -121,7 +121,9 @@ def kaplan_meier_at(time: np.ndarray, event: np.ndarray, horizon: float
 
     S(t) = Π over event times tᵢ ≤ t of (1 − dᵢ / nᵢ), dᵢ events at tᵢ and nᵢ at risk just
     before it. NaN when the horizon lies beyond the last follow-up and that patient was
-    censored (the estimate is undefined there).
+    censored (the estimate is undefined there). Without an event by t (S = 1) Greenwood's
+    variance is 0, so the lower bound is the exact binomial one for no event among the n
+    patients still followed at t, 0.025^(1/n).
 
     Args:
         time: (n,) follow-up times; event: (n,) 1 = event observed, 0 = censored.
@@ -143,7 +145,9 @@ def kaplan_meier_at(time: np.ndarray, event: np.ndarray, horizon: float
         d = int((event & (time == t)).sum())
         s *= 1.0 - d / n
         var += d / (n * (n - d)) if n > d else 0.0
-    if s <= 0.0 or s >= 1.0 or var == 0.0:
+    if s >= 1.0:  # no event by t: Greenwood has no spread; the exact binomial bound does
+        return 1.0, float(0.025 ** (1.0 / max(1, int((time >= horizon).sum())))), 1.0
+    if s <= 0.0 or var == 0.0:
         return s, s, s
     # log-log interval: exp(−exp(log(−log S) ± z·σ)), σ² = Greenwood / log(S)²
     from statistics import NormalDist
@@ -192,12 +196,16 @@ def survival_calibration(frame: pd.DataFrame, horizon: float, groups: int = 4,
 def survival_calibration_figure(table: pd.DataFrame, horizon: float,
                                 path: str | os.PathLike) -> Path:
     """Observed (Kaplan–Meier, 95 % CI) against mean predicted S(horizon) of each group
-    (:func:`survival_calibration`): one panel per fold and one pooled; the diagonal is
-    perfect calibration."""
+    (:func:`survival_calibration`): one panel per fold and one pooled, four to a row; the
+    diagonal is perfect calibration."""
     folds = list(dict.fromkeys(table["fold"]))
-    fig, axes = subplots(1, len(folds), figsize=(2.6 * len(folds) + 0.6, 3.0),
+    cols = min(4, len(folds))  # rows of four panels: ten folds stay readable
+    rows = -(-len(folds) // cols)
+    fig, axes = subplots(rows, cols, figsize=(2.6 * cols + 0.6, 3.0 * rows),
                          layout="constrained", squeeze=False)
-    for ax, k in zip(axes[0], folds, strict=True):
+    for ax in axes.ravel()[len(folds):]:
+        ax.set_axis_off()
+    for ax, k in zip(axes.ravel(), folds, strict=False):
         t = table[table["fold"] == k]
         ok = t["observed S(t)"].notna()
         err = np.vstack([t["observed S(t)"] - t["observed low"],
@@ -212,5 +220,6 @@ def survival_calibration_figure(table: pd.DataFrame, horizon: float,
         ax.set_title("pooled" if k == "pooled" else f"fold {k}", fontsize=9)
         ax.set_xlabel(f"predicted S({horizon:.3g})", fontsize=8)
         ax.tick_params(labelsize=7)
-    axes[0][0].set_ylabel("observed S(t), Kaplan–Meier", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("observed S(t), Kaplan–Meier", fontsize=8)
     return save_figure(fig, path, overwrite=True)
