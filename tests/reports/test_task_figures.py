@@ -53,7 +53,7 @@ def test_survival_calibration_groups_by_predicted_survival():
     })
     cal = survival_calibration(frame, horizon=3.0)
     f0 = cal[cal.fold == "0"].set_index("group")
-    assert f0.patients.tolist() == [5, 5] and f0.events.tolist() == [5, 0]
+    assert f0.n.tolist() == [5, 5] and f0.events.tolist() == [5, 0]
     assert f0.loc[1, "predicted S(t)"] == pytest.approx(0.18)
     assert f0.loc[2, "predicted S(t)"] == pytest.approx(0.82)
     assert f0.loc[1, "observed S(t)"] == 0.0 and f0.loc[2, "observed S(t)"] == 1.0
@@ -62,7 +62,7 @@ def test_survival_calibration_groups_by_predicted_survival():
     assert f1.loc[1, "observed S(t)"] == pytest.approx(3 / 5)
     assert f1.loc[2, "observed S(t)"] == 1.0  # the event at 4 comes after t = 3
     pooled = cal[cal.fold == "pooled"]
-    assert pooled.group.tolist() == [1, 2, 3, 4] and pooled.patients.tolist() == [5, 5, 5, 5]
+    assert pooled.group.tolist() == [1, 2, 3, 4] and pooled.n.tolist() == [5, 5, 5, 5]
     assert pooled["predicted S(t)"].is_monotonic_increasing
     # the lowest pooled group is fold 0's worst five: all dead by t = 3
     assert pooled.iloc[0]["observed S(t)"] == 0.0

@@ -220,14 +220,17 @@ def _task_sections(rd: Any, tests: dict[int, pd.DataFrame], figs: Path, task: st
                 for k, t in tests.items()], ignore_index=True)
             cal = survival_calibration(frame, horizon)
             fig = survival_calibration_figure(cal, horizon, figs / "survival_calibration.png")
+            counted = ("" if unit == "cases" else ": a patient's slides share its outcome "
+                       "and count once each")
             out.append(f"<h2>Calibration at t = {horizon:.3g}</h2><p>Predicted survival at "
                        "t (the middle of the folds' horizons: by default the median event "
                        "time of the training splits), read from each model's per-bin survival "
                        f"columns, against the Kaplan–Meier estimate of the test {unit} (95 % "
                        "CI, Greenwood): each fold's test set and all of them pooled, cut into "
                        "groups of equal size by predicted survival (group 1 = lowest; up to "
-                       "4, at least 5 per group). On the diagonal, the predictions mean what "
-                       "they say; – where t lies beyond a group's follow-up.</p>"
+                       f"4, at least 5 per group; n counts test {unit}{counted}). On the "
+                       "diagonal, the predictions mean what they say; – where t lies beyond a "
+                       "group's follow-up.</p>"
                        + _img(fig, "survival calibration per fold and pooled")
                        + _table(cal))
     return out

@@ -169,12 +169,13 @@ def survival_calibration(frame: pd.DataFrame, horizon: float, groups: int = 4,
     S(horizon) is set against its Kaplan–Meier estimate (:func:`kaplan_meier_at`).
 
     Args:
-        frame: ``fold, time, event, predicted`` (one row per test patient).
+        frame: ``fold, time, event, predicted`` (one row per test slide, or per case for a
+            patient-level run).
         horizon: the time t.
 
     Returns:
         ``fold`` (an index or ``pooled``), ``group`` (1 = lowest predicted survival),
-        ``patients, events, predicted S(t), observed S(t), observed low, observed high``.
+        ``n`` (rows), ``events, predicted S(t), observed S(t), observed low, observed high``.
     """
     rows = []
     parts = [(k, frame[frame["fold"] == k]) for k in sorted(frame["fold"].unique())]
@@ -186,7 +187,7 @@ def survival_calibration(frame: pd.DataFrame, horizon: float, groups: int = 4,
             sel = part.iloc[idx]
             s, lo, hi = kaplan_meier_at(sel["time"].to_numpy(), sel["event"].to_numpy(),
                                         horizon)
-            rows.append({"fold": str(k), "group": g, "patients": len(sel),
+            rows.append({"fold": str(k), "group": g, "n": len(sel),
                          "events": int(sel["event"].sum()),
                          "predicted S(t)": float(sel["predicted"].mean()),
                          "observed S(t)": s, "observed low": lo, "observed high": hi})
