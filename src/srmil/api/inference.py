@@ -86,7 +86,8 @@ def predict(run: PathLike, bags: PathLike, out: PathLike | None = None, fold: in
                          "it)", out)
     rd = RunDir(run).require()
     cfg = rd.config()
-    labelled = labels is not None and _labelled(_columns(labels), cfg.task, labels)
+    task_name = cfg.task if cfg.task != "auto" else "classification"  # saved runs resolve it
+    labelled = labels is not None and _labelled(_columns(labels), task_name, labels)
     if labelled and out is not None and metrics_path(out).exists() and not overwrite:
         raise SrmilError("already exists; refusing to overwrite it (overwrite=True replaces "
                          "it)", metrics_path(out))
@@ -103,7 +104,7 @@ def predict(run: PathLike, bags: PathLike, out: PathLike | None = None, fold: in
         targets = None
     else:
         if labelled:
-            cohort = load_cohort(labels, bags, classes=classes, task=cfg.task,
+            cohort = load_cohort(labels, bags, classes=classes, task=task_name,
                                  strata=cfg.regression.strata)
             rows, missing = cohort.slides, cohort.missing
             if patient:
