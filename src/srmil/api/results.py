@@ -56,17 +56,23 @@ class RunResult:
 
 @dataclass(frozen=True)
 class PredictResult:
-    """Slide predictions of a run (:func:`srmil.api.predict`).
+    """Slide (or case) predictions of a run (:func:`srmil.api.predict`).
 
     Attributes:
-        table: ``slide_id, folds, pred, prob_<class>…`` (one row per bag).
+        table: ``slide_id, folds, pred, prob_<class>…`` (one row per bag; a patient-level run
+            given the cases: ``case_id, slides, folds, …``, one row per case).
         folds: the folds whose models were averaged.
         path: the CSV written, or ``None``.
+        metrics: with a labelled CSV, the ensemble's metrics (``unit``: slide or case), else
+            ``None``.
+        metrics_path: the metrics JSON written beside the CSV, or ``None``.
     """
 
     table: pd.DataFrame
     folds: list[int]
     path: Path | None = None
+    metrics: dict[str, Any] | None = None
+    metrics_path: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -192,3 +192,35 @@ def load_cohort(
     return Cohort(
         slides.reset_index(drop=True), cls, Path(labels), fp, missing, unlabelled, name
     )
+
+
+def read_cases(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a slide → case table without labels: ``slide_id`` and optionally ``case_id``
+    (default: the slide's own id); ids as strings, any other column kept.
+
+    For predicting a patient-level run's cases on a cohort that has no labels.
+
+    Raises:
+        CohortError: missing file or ``slide_id`` column, an empty id, a duplicate slide_id.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CohortError("no such file", p)
+    try:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise CohortError(f"cannot parse as CSV: {exc_line(exc)}", p) from None
+    df.columns = [c.strip() for c in df.columns]
+    if "slide_id" not in df.columns:
+        raise CohortError(f"missing column slide_id; found: {', '.join(df.columns)}", p)
+    if "case_id" not in df.columns:
+        df.insert(1, "case_id", df["slide_id"])
+    for col in ("slide_id", "case_id"):
+        df[col] = df[col].str.strip()
+        empty = df.index[df[col] == ""]
+        if len(empty):
+            raise CohortError(f"empty {col} on line {int(empty[0]) + 2}", p)
+    dup = df["slide_id"][df["slide_id"].duplicated()]
+    if len(dup):
+        raise CohortError(f"duplicate slide_id {dup.iloc[0]!r} ({len(dup)} duplicates)", p)
+    return df.reset_index(drop=True)

@@ -14,9 +14,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         sub, "heatmap", help="per-patch score heatmaps, GeoJSON for QuPath, top/bottom patches",
         description="Score every patch of each slide with a run's model: attention where the "
         "model has it (SRMIL: supernode attention of the last encoder layer, mean over heads; "
-        "ABMIL: pooling weights), else gradient x input of the predicted class. Each slide is "
+        "ABMIL: pooling weights), else gradient x input of the predicted class (survival: of "
+        "the risk; regression: of the value). Each slide is "
         "scored by the fold model whose test split held it; slides outside every test split by "
-        "the mean over the folds; --fold picks one. Writes per slide: scores.csv, heatmap.png, "
+        "the mean over the folds; --fold picks one. A patient-level run scores a slide inside "
+        "its case's bag (the case's other slides from --bags) and draws it per slide. Writes "
+        "per slide: scores.csv, heatmap.png, "
         "top_bottom.csv, patches.geojson (QuPath: File > Import objects), and with --slides "
         "overlay.png and patch crops. Finished slides are skipped unless --overwrite.")
     flag(p, "--run", required=True)

@@ -13,8 +13,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         sub, "report", help="HTML report of a run: metrics, curves, heatmap gallery",
         description="Write RUN/report/index.html (images embedded; the PNGs also lie beside "
         "it): config, class map, per-fold metrics and summary, ROC and PR curves per fold, "
-        "confusion matrix, training curves, and heatmaps of the most and least confident test "
-        "slides (drawn from the run's bags when they are still where data.json says).")
+        "confusion matrix, calibration, training curves, and heatmaps of the most and least "
+        "confident test slides (drawn from the run's bags when they are still where data.json "
+        "says). Survival: Kaplan-Meier curves, log-rank p, calibration at a horizon, gallery "
+        "by risk; regression: predicted vs true, gallery by value; patient-level runs: cases, "
+        "each with its slides' heatmaps.")
     flag(p, "--run", default=None)
     # the run as a positional argument: the old spelling, still accepted
     p.add_argument("run_positional", nargs="?", default=None, help=argparse.SUPPRESS)

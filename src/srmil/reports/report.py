@@ -5,9 +5,12 @@ archived; the PNGs also lie beside it (``figures/``, ``heatmaps/``) for slides a
 Sections: summary (mean ± std, 95 % CI), per-fold metrics, per-class recall and precision,
 class map, ROC and PR curves per fold, confusion matrix, calibration (ECE, Brier, before and
 after temperature scaling, reliability diagrams per fold and pooled), training curves,
-configuration, and a gallery of the heatmaps of the
-most and least confident test slides (confidence = the predicted class's probability; each
-slide drawn with the fold model whose test split held it).
+configuration, and a gallery of the heatmaps of the test slides at both ends of a ranking
+(classification: confidence = the predicted class's probability; survival: predicted risk;
+regression: predicted value; each slide drawn with the fold model whose test split held it).
+Survival runs add Kaplan–Meier curves of the risk groups and calibration at a horizon;
+regression runs the predicted-vs-true scatter. A patient-level run's rows are cases, and its
+gallery shows each case's slides, scored together as the case's bag.
 """
 
 from __future__ import annotations
@@ -71,33 +74,59 @@ def _probs(t: pd.DataFrame, classes: list[str]) -> np.ndarray:
     return t[[f"prob_{c}" for c in classes]].to_numpy(dtype=float)
 
 
-def confidence_ranking(tests: dict[int, pd.DataFrame], classes: list[str], k: int
-                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The ``k`` most and ``k`` least confident test slides over all folds.
+RANKINGS = {  # task → (what ranks the gallery, the titles of its two ends)
+    "classification": ("confidence", ("Most confident test {u}", "Least confident test {u}")),
+    "survival": ("risk", ("Highest predicted risk (test {u})", "Lowest predicted risk (test {u})")),
+    "regression": ("value", ("Highest predicted value (test {u})",
+                             "Lowest predicted value (test {u})")),
+}
 
-    Confidence is the probability of the predicted class. Returns two tables with columns
-    ``slide_id, fold, label, pred, confidence, correct``.
+
+def gallery_ranking(tests: dict[int, pd.DataFrame], classes: list[str], k: int,
+                    task: str = "classification") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``k`` test rows (slides, or a patient-level run's cases) at each end of a ranking
+    over all folds: classification by confidence (the predicted class's probability),
+    survival by predicted risk, regression by predicted value.
+
+    Returns:
+        Two tables (top first, then bottom, the most extreme first), columns ``id, slides``
+        (the row's slide ids), ``fold, label, pred, score, correct`` (``None`` unless
+        classification).
     """
     rows = []
     for f, t in tests.items():
-        p = _probs(t, classes)
-        for i, sid in enumerate(t["slide_id"]):
-            pred = int(p[i].argmax())
-            rows.append({"slide_id": sid, "fold": f, "label": t["label"].iloc[i],
-                         "pred": classes[pred], "confidence": float(p[i, pred]),
-                         "correct": t["label"].iloc[i] == classes[pred]})
+        ids = t["case_id"] if "case_id" in t and "slide_id" not in t else t["slide_id"]
+        slides = (t["slides"].astype(str).str.split(";") if "slides" in t
+                  else ids.map(lambda s: [s]))
+        p = _probs(t, classes) if task == "classification" else None
+        for i, rid in enumerate(ids):
+            row: dict[str, Any] = {"id": str(rid), "slides": list(slides.iloc[i]), "fold": f}
+            if p is not None:
+                c = int(p[i].argmax())
+                row.update(label=str(t["label"].iloc[i]), pred=classes[c],
+                           score=float(p[i, c]), correct=bool(t["label"].iloc[i] == classes[c]))
+            elif task == "survival":
+                seen = "event" if int(t["event"].iloc[i]) else "censored"
+                row.update(label=f"time {float(t['time'].iloc[i]):.3g} ({seen})",
+                           pred=f"risk {float(t['risk'].iloc[i]):.3g}",
+                           score=float(t["risk"].iloc[i]), correct=None)
+            else:
+                row.update(label=f"target {float(t['target'].iloc[i]):.3g}",
+                           pred=f"{float(t['pred'].iloc[i]):.3g}",
+                           score=float(t["pred"].iloc[i]), correct=None)
+            rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty or k <= 0:
         return df.head(0), df.head(0)
-    df = df.sort_values(["confidence", "slide_id"], ascending=[False, True])
-    most = df.head(k)
-    least = df[~df["slide_id"].isin(most["slide_id"])].tail(k).iloc[::-1]
-    return most.reset_index(drop=True), least.reset_index(drop=True)
+    df = df.sort_values(["score", "id"], ascending=[False, True])
+    top = df.head(k)
+    bottom = df[~df["id"].isin(top["id"])].tail(k).iloc[::-1]
+    return top.reset_index(drop=True), bottom.reset_index(drop=True)
 
 
 def _gallery(run: Path, out: Path, bags: Path | None, picks: list[pd.DataFrame],
-             overwrite: bool) -> str:
-    ids = [s for t in picks for s in t["slide_id"]]
+             overwrite: bool, titles: tuple[str, str], task: str = "classification") -> str:
+    ids = [s for t in picks for sl in t["slides"] for s in sl]
     if not ids:
         return "<p>No test slides.</p>"
     if bags is None or not bags.exists():
@@ -113,23 +142,31 @@ def _gallery(run: Path, out: Path, bags: Path | None, picks: list[pd.DataFrame],
         return f'<p class="note">No heatmaps: {html.escape(str(exc))}</p>'
     status = {r.slide_id: r for r in results}
     parts = []
-    for title, t in zip(("Most confident test slides", "Least confident test slides"), picks,
-                        strict=True):
+    for title, t in zip(titles, picks, strict=True):
         cards = []
         for _, r in t.iterrows():
-            res = status.get(r["slide_id"])
-            png = out / "heatmaps" / r["slide_id"] / "heatmap.png"
-            verdict = ('<span class="ok">correct</span>' if r["correct"]
-                       else '<span class="wrong">wrong</span>')
-            cap = (f"<b>{html.escape(r['slide_id'])}</b> (fold {r['fold']}): label "
-                   f"{html.escape(str(r['label']))}, predicted {html.escape(r['pred'])} "
-                   f"(p = {r['confidence']:.2f}), {verdict}")
-            if png.exists() and (res is None or res.status != "failed"):
-                body = _img(png, f"heatmap of {r['slide_id']}")
+            bodies = []
+            for sid in r["slides"]:
+                res = status.get(sid)
+                png = out / "heatmaps" / sid / "heatmap.png"
+                if png.exists() and (res is None or res.status != "failed"):
+                    bodies.append(_img(png, f"heatmap of {sid}"))
+                else:
+                    err = res.error if res is not None else "not drawn"
+                    bodies.append(f'<p class="note">{html.escape(sid)}: {html.escape(err)}</p>')
+            who = f"<b>{html.escape(r['id'])}</b>"
+            if r["slides"] != [r["id"]]:  # a case: name its slides
+                who = (f"case {who}, slide(s) "
+                       f"{html.escape(', '.join(r['slides']))}")
+            if task == "classification":
+                verdict = ('<span class="ok">correct</span>' if r["correct"]
+                           else '<span class="wrong">wrong</span>')
+                cap = (f"{who} (fold {r['fold']}): label {html.escape(r['label'])}, predicted "
+                       f"{html.escape(r['pred'])} (p = {r['score']:.2f}), {verdict}")
             else:
-                err = res.error if res is not None else "not drawn"
-                body = f'<p class="note">{html.escape(err)}</p>'
-            cards.append(f'<div class="card">{body}<div>{cap}</div></div>')
+                cap = (f"{who} (fold {r['fold']}): {html.escape(r['label'])}, predicted "
+                       f"{html.escape(r['pred'])}")
+            cards.append(f'<div class="card">{"".join(bodies)}<div>{cap}</div></div>')
         parts.append(f"<h3>{title}</h3><div class=\"gallery\">{''.join(cards)}</div>")
     return "".join(parts)
 
@@ -137,29 +174,34 @@ def _gallery(run: Path, out: Path, bags: Path | None, picks: list[pd.DataFrame],
 def _task_sections(rd: Any, tests: dict[int, pd.DataFrame], figs: Path, task: str
                    ) -> list[str]:
     """Survival: Kaplan–Meier curves of the test patients split at their fold's training
-    median risk, log-rank p. Regression: predicted vs true."""
+    median risk, log-rank p, and calibration at a horizon (quantile groups of predicted
+    survival against their Kaplan–Meier estimate, per fold and pooled). Regression: predicted
+    vs true."""
     from srmil.reports.task_figures import (
-        calibration_table,
         km_figure,
         risk_groups,
         scatter_figure,
+        survival_calibration,
+        survival_calibration_figure,
     )
 
     if not tests:
         return []
+    unit = "cases" if "case_id" in next(iter(tests.values())) else "slides"
     if task == "regression":
-        png = scatter_figure(tests, figs / "scatter.png")
-        return ["<h2>Predicted vs true (test, per fold)</h2>"
+        png = scatter_figure(tests, figs / "scatter.png", unit=unit)
+        return [f"<h2>Predicted vs true (test {unit}, per fold)</h2>"
                 + _img(png, "predicted vs true target")]
     cuts = {k: float(m["train_risk_median"]) for k in tests
             if (m := rd.metrics(k)) is not None and "train_risk_median" in m}
     groups = risk_groups(tests, cuts)
     png, p = km_figure(groups, figs / "km.png")
     ptxt = "–" if np.isnan(p) else f"{p:.3g}"
-    counts = groups.groupby("group").agg(patients=("slide_id", "size"),
+    ids = "case_id" if "case_id" in groups else "slide_id"
+    counts = groups.groupby("group").agg(patients=(ids, "size"),
                                          events=("event", "sum")).reset_index()
     out = ["<h2>Kaplan–Meier curves of the risk groups (test, pooled)</h2><p>Each fold's test "
-           "slides split at the median predicted risk of that fold's training split "
+           f"{unit} split at the median predicted risk of that fold's training split "
            f"(high above it); log-rank p = {ptxt}.</p>" + _img(png, "Kaplan-Meier curves")
            + _table(counts)]
     states = {k: rd.task_state(k) for k in tests}
@@ -167,16 +209,30 @@ def _task_sections(rd: Any, tests: dict[int, pd.DataFrame], figs: Path, task: st
         from srmil.tasks import task_of_state
 
         fitted = {k: task_of_state(st, []) for k, st in states.items()}
-        horizon = float(np.median([t.horizons[1] for t in fitted.values()
-                                   if len(t.horizons) > 1] or [np.nan]))
+        # the middle of each fold's horizons (default: the median training event time)
+        horizon = float(np.median([np.median(t.horizons) for t in fitted.values()
+                                   if len(t.horizons)] or [np.nan]))
         if np.isfinite(horizon):
-            pred = np.concatenate([
-                fitted[k].survival_at(fitted[k].outputs_of(t), np.array([horizon]))[:, 0]
-                for k, t in tests.items()])
-            cal = calibration_table(groups, pred, horizon)
-            out.append(f"<h2>Calibration at t = {horizon:.3g}</h2><p>Mean predicted survival "
-                       "of each risk group at the median of the training splits' event times "
-                       "against the group's Kaplan–Meier estimate.</p>" + _table(cal))
+            frame = pd.concat([pd.DataFrame({
+                "fold": k, "time": t["time"].astype(float), "event": t["event"].astype(int),
+                "predicted": fitted[k].survival_at(fitted[k].outputs_of(t),
+                                                   np.array([horizon]))[:, 0]})
+                for k, t in tests.items()], ignore_index=True)
+            cal = survival_calibration(frame, horizon)
+            fig = survival_calibration_figure(cal, horizon, figs / "survival_calibration.png")
+            counted = ("" if unit == "cases" else ": a patient's slides share its outcome "
+                       "and count once each")
+            out.append(f"<h2>Calibration at t = {horizon:.3g}</h2><p>Predicted survival at "
+                       "t (the middle of the folds' horizons: by default the median event "
+                       "time of the training splits), read from each model's per-bin survival "
+                       f"columns, against the Kaplan–Meier estimate of the test {unit} (95 % "
+                       "CI, Greenwood): each fold's test set and all of them pooled, cut into "
+                       "groups of equal size by predicted survival (group 1 = lowest; up to "
+                       f"4, at least 5 per group; n counts test {unit}{counted}). On the "
+                       "diagonal, the predictions mean what they say; – where t lies beyond a "
+                       "group's follow-up.</p>"
+                       + _img(fig, "survival calibration per fold and pooled")
+                       + _table(cal))
     return out
 
 
@@ -272,6 +328,14 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     tests = {k: t for k, t in tests.items() if len(t)}
     figs = out / "figures"
     sections: list[str] = []
+    patient = (cfg.get("data") or {}).get("bag_level") == "patient"
+    unit = "cases" if patient else "slides"
+    if patient:
+        sections.append("<h2>Bags: one per patient</h2><p>This run predicts <b>cases</b> "
+                        "(<code>data.bag_level patient</code>): every slide of a case forms "
+                        "one bag (features side by side, each slide keeping its own graph), so "
+                        "predictions, metrics and model selection are per case and the "
+                        "bootstrap resamples cases. Heatmaps stay per slide.</p>")
 
     # summary and per-fold metrics
     s = rd.summary()
@@ -281,7 +345,7 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                             else f"[{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]")}
                 for m, e in s.get("metrics", {}).items()]
         sections.append("<h2>Summary</h2><p>Test split of each fold; mean ± std over folds; "
-                        "95 % bootstrap CI of the mean over folds (slides resampled within each "
+                        f"95 % bootstrap CI of the mean over folds ({unit} resampled within each "
                         "fold's test set).</p>" + _table(pd.DataFrame(rows)))
     else:
         sections.append('<h2>Summary</h2><p class="note">No summary.json: the run is not '
@@ -295,14 +359,12 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         sections.append(_per_class_section(fold_metrics, classes))
     if task in ("survival", "regression"):
         sections += _task_sections(rd, tests, figs, task)
-        gallery = 0  # the confidence gallery ranks class probabilities (srmil heatmap draws
-        #              survival / regression maps)
 
     # class map
     counts = pd.concat(tests.values())["label"].value_counts() if tests and task not in (
         "survival", "regression") else pd.Series()
     cmap_rows = pd.DataFrame({"index": range(len(classes)), "class": classes,
-                              "test slides (all folds)": [int(counts.get(c, 0))
+                              f"test {unit} (all folds)": [int(counts.get(c, 0))
                                                           for c in classes]})
     if task not in ("survival", "regression"):
         sections.append("<h2>Class map</h2><p>Class index = sorted label order (classes.json); "
@@ -337,18 +399,22 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                         + _img(hist, "training curves"))
 
     # gallery
-    if gallery > 0 and tests and "slide_id" not in next(iter(tests.values())):
-        sections.append("<h2>Heatmaps</h2><p class=\"note\">A patient-level run "
-                        "(data.bag_level patient) predicts cases: draw the heatmaps per slide "
-                        "with <code>srmil heatmap</code>.</p>")
-    elif gallery > 0:
-        most, least = confidence_ranking(tests, classes, gallery)
+    if gallery > 0 and tests:
+        rank, ends = RANKINGS.get(task, RANKINGS["classification"])
+        titles = (ends[0].format(u=unit), ends[1].format(u=unit))
+        top, bottom = gallery_ranking(tests, classes, gallery, task)
         bag_dir = Path(bags) if bags is not None else (
             Path(rd.data()["features"]) if rd.data().get("features") else None)
-        sections.append("<h2>Heatmaps: most and least confident test slides</h2><p>Per-patch "
-                        "scores of the fold model whose test split held the slide, colour = "
-                        "rank percentile within the slide.</p>"
-                        + _gallery(run, out, bag_dir, [most, least], overwrite))
+        what = ("of the predicted class" if task == "classification"
+                else "of the risk" if task == "survival" else "of the predicted value")
+        per_case = (" The run predicts cases: each case's slides were scored together, as "
+                    "one bag, and each slide is drawn with its own patches' scores."
+                    if patient else "")
+        sections.append(f"<h2>Heatmaps: test {unit} ranked by {rank}</h2><p>Per-patch "
+                        f"scores (attention, or gradient × input {what} for models without "
+                        "attention) of the fold model whose test split held the slide, "
+                        f"colour = rank percentile within the slide.{per_case}</p>"
+                        + _gallery(run, out, bag_dir, [top, bottom], overwrite, titles, task))
 
     sections.append("<h2>Configuration</h2><pre>"
                     + html.escape(json.dumps(cfg, indent=2), quote=False)
@@ -356,7 +422,12 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     head = (f"<h1>srmil run report: {html.escape(run.resolve().name)}</h1>"
             f"<p class=\"meta\">model <b>{html.escape(str(cfg.get('model')))}</b> · "
-            f"{len(tables)} fold(s) · classes {html.escape(', '.join(classes))} · srmil "
+            f"{len(tables)} fold(s) · {html.escape(task)}"
+            f"{' per patient' if patient else ''}"
+            + (f" · classes {html.escape(', '.join(classes))}"
+               if task not in ("survival", "regression")
+               else "")
+            + " · srmil "
             f"{html.escape(str(cfg.get('version', '?')))} · written {now}<br>"
             f"run: {html.escape(str(run.resolve()))}</p>")
     doc = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"

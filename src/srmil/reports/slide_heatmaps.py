@@ -112,9 +112,12 @@ def heatmap_slide(
     else:  # survival: risk (and survival per bin); regression: the value
         said = scored.task.describe(scored.probs)
         prediction = {"pred": float(scored.probs[0])}
-        if scored.task.name == "survival":
-            what += " of the risk"
-    title = f"{sid}: {said}\n{model} {what}, {scored.rule}"
+        of = "the risk" if scored.task.name == "survival" else "the predicted value"
+        # a gradient is taken of the risk (value); attention is what the model pooled for it
+        what += f" of {of}" if ps.kind != "attention" else f" (predicting {of})"
+    who = sid if scored.case is None or scored.case_slides == [sid] else (
+        f"{sid} (case {scored.case}, {len(scored.case_slides)} slides)")
+    title = f"{who}: {said}\n{model} {what}, {scored.rule}"
     files = {"scores": "scores.csv", "heatmap": "heatmap.png", "top_bottom": "top_bottom.csv"}
     overwrite = True  # see the docstring: only heatmap.json marks finished work
     write_csv(out_dir / "scores.csv", table, overwrite)
@@ -127,8 +130,11 @@ def heatmap_slide(
         "target_class": None if ps.target is None else classes[ps.target],
         "folds": scored.folds, "rule": scored.rule, **prediction,
         "norm": cfg.norm, "step": step, "patch_size_level0": size, "unit": bag.coord_unit,
-        "slide": None if slide_path is None else str(slide_path),
+        "slide": None if slide_path is None else str(slide_path), "title": title,
     }
+    if scored.case is not None:  # patient-level run: the prediction is the case's
+        info["case_id"] = scored.case
+        info["case_slides"] = ";".join(scored.case_slides)
     if cfg.geojson and bag.coord_unit == "px":
         write_geojson(out_dir / "patches.geojson", coords, size,
                       {"score": ps.scores, "score_percentile": pct}, name=sid,
@@ -259,7 +265,7 @@ def heatmap_run(
     from srmil.slides.job import ensure_writable
 
     out = ensure_writable(out)
-    found = find_bags(bags)
+    found = every = find_bags(bags)
     if slide_ids:
         missing = [s for s in slide_ids if s not in found]
         if missing:
@@ -290,7 +296,7 @@ def heatmap_run(
             log.warning("no slide file for %s in %s: bag-only outputs (no overlay, no crops)",
                         sid, slides_dir if not isinstance(slides_dir, Mapping) else "--slides")
         try:
-            scored = scorer.score(path, sid)
+            scored = scorer.score(path, sid, every)  # a case's other slides too
             info = heatmap_slide(d, scored, scorer.classes, cfg, slides.get(sid),
                                  scorer.model_name, (mpp or {}).get(sid), made_by)
             results.append(SlideResult(sid, "done", info))
@@ -355,7 +361,7 @@ def write_index(out: Path, results: list[SlideResult], overwrite: bool = True) -
         info = json.loads(p.read_text())
         rows.append({"slide_id": info["slide_id"], "status": "done",
                      **{k: v for k, v in info.items()
-                        if k not in ("slide_id", "files", "bag", "slide")},
+                        if k not in ("slide_id", "files", "bag", "slide", "title")},
                      "folds": ",".join(map(str, info.get("folds", []))), "error": ""})
     done = {r["slide_id"] for r in rows}
     rows += [{"slide_id": r.slide_id, "status": "failed", "error": r.error}
