@@ -149,11 +149,14 @@ def _isolated(rng: np.random.Generator, cells: np.ndarray, m: int,
     return mask
 
 
-def _partly_clustered(rng: np.random.Generator, cells: np.ndarray, m: int, rho: float
-                      ) -> np.ndarray:
-    """m tumour cells: round(ρ·m) in one compact focus, the rest scattered outside it."""
+def _partly_clustered(rng: np.random.Generator, cells: np.ndarray, m: int, rho: float,
+                      isolated: bool = False) -> np.ndarray:
+    """m tumour cells: round(ρ·m) in one compact focus, the rest scattered outside it
+    (``isolated``: none touching another or the focus, so the largest cluster is the focus)."""
     k = int(round(rho * m))
     mask = _clustered(rng, cells, k) if k else np.zeros(len(cells), dtype=bool)
+    if isolated:
+        return mask | _isolated(rng, cells, m - k, avoid=mask)
     rest = np.flatnonzero(~mask)
     mask[rng.choice(rest, size=min(m - k, len(rest)), replace=False)] = True
     return mask
@@ -259,7 +262,8 @@ def generate(cfg: SynthConfig) -> tuple[list[SyntheticSlide], np.ndarray]:
         m = max(1, int(round(rng.uniform(*cfg.tumour_fraction) * n)))
         m = min(m, n)
         if cfg.variant in CONTINUOUS:
-            tumour = _partly_clustered(rng, cells, m, float(case_score[c]))
+            tumour = _partly_clustered(rng, cells, m, float(case_score[c]),
+                                       isolated=cfg.variant == "regression")
         elif cfg.variant == "spatial":
             tumour = _clustered(rng, cells, m) if label == "clustered" else _scattered(rng, n, m)
         elif cfg.variant == "mixed":
