@@ -41,7 +41,8 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("bench_out/study"))
     ap.add_argument("--quick", action="store_true", help="the quick grid (srmil.config."
-                    "QUICK_STUDY: base cohorts only, 3 seeds, 40 slides, 3 folds, 12 epochs)")
+                    "QUICK_STUDY: base cohorts only, 3 seeds, 40 slides, 3 folds, 20 epochs, "
+                    "no TransMIL)")
     ap.add_argument("--variants", help="comma-separated synth variants")
     ap.add_argument("--models", help="comma-separated model specs (as srmil compare --models)")
     ap.add_argument("--knobs", nargs="*", help="KNOB=v1,v2 … (lesion_fraction, shift, "

@@ -60,3 +60,7 @@ def test_tiny_study_has_every_cell_resumes_without_training_and_draws_its_figure
                                                                          "max")}))
     assert sorted(more.ran) == ["sparse-shift=1.5_s0/max", "sparse_s0/max"]
     assert "| max |" in (tmp_path / "study.md").read_text().splitlines()[0]
+
+    # other training settings in the same directory: refused, nothing trained or written
+    with pytest.raises(ConfigError, match="other settings .epochs 2 here, 3 asked"):
+        run_study(tmp_path, StudyConfig(**{**TINY.__dict__, "epochs": 3}))

@@ -5,6 +5,7 @@ varied at a time (:data:`KNOBS`); each cohort at every seed; every model spec tr
 cohort's one set of patient-level folds through :func:`srmil.api.compare` (so every model of a
 cohort sees identical folds). Layout::
 
+    OUT/study.json                           the settings every cell shares (epochs, folds…)
     OUT/cohorts/<cohort>_s<seed>/            the cohort (srmil synth) and its splits.csv
     OUT/runs/<cohort>_s<seed>/<spec>/        one comparison directory per model spec
     OUT/cells/<cohort>_s<seed>/<spec>.json   a finished cell's result, written atomically last
@@ -13,7 +14,8 @@ cohort sees identical folds). Layout::
 Resume: a cell whose json exists is skipped; an interrupted cell continues inside its
 comparison directory (``compare --resume``: finished folds are kept, a fold resumes from its
 ``last.pt``). A model spec added later runs on the same saved folds. Cohorts and folds are
-functions of the seed, so a rerun with other models or knobs reuses what is there.
+functions of the seed, so a rerun with other models, knobs or seeds reuses what is there; a
+rerun with other training settings (``study.json``) is refused.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ KNOBS = {
     "tissue_spread": "norm of the tissue-type offsets (the nuisance)",
 }
 ORACLES = ("oracle_count_auc", "oracle_arrangement_auc", "oracle_look_auc")
+# what every cell of one study directory shares (the grid, models and seeds may grow)
+SETTINGS = ("slides", "dim", "bag_size", "folds", "epochs", "accelerator", "bootstrap")
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,7 @@ def run_study(out: PathLike, cfg: StudyConfig | None = None) -> StudyResult:
     cfg = cfg or StudyConfig()
     for s in cfg.models:
         parse_spec(s)  # unknown names and keys fail before anything runs
+    _check_settings(out, cfg)
     cohorts = grid(cfg)
     n_cells = len(cohorts) * len(cfg.models)
     rows, ran = [], []
@@ -240,6 +245,28 @@ def run_study(out: PathLike, cfg: StudyConfig | None = None) -> StudyResult:
     return StudyResult(cells, summary, ran, fig)
 
 
+def _check_settings(out: Path, cfg: StudyConfig) -> None:
+    """Record the study's shared settings in ``OUT/study.json``; refuse other ones there.
+
+    Raises:
+        ConfigError: ``out`` holds a study run with other settings (nothing is written).
+    """
+    import json
+
+    setup = {k: getattr(cfg, k) for k in SETTINGS}
+    path = out / "study.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        diff = [k for k in SETTINGS if saved.get(k) != setup[k]]
+        if diff:
+            raise ConfigError("holds a study with other settings ("
+                              + ", ".join(f"{k} {saved.get(k)} here, {setup[k]} asked"
+                                          for k in diff)
+                              + "); choose a new --out (nothing is overwritten)", path)
+    else:
+        write_json(path, setup)
+
+
 def summarise(cells: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
     """Mean ± std over seeds (of each seed's fold mean), per (variant, knob, value, model).
 
@@ -259,8 +286,9 @@ def summarise(cells: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
                 per_seed_auc=("auc_mean", lambda x: " ".join(f"{v:.3f}" for v in x)),
                 **{k: (k, "mean") for k in ORACLES}).reset_index()
     out["_m"] = out["model"].map(order)
-    return out.sort_values(["variant", "knob", "value", "_m"], kind="stable"
-                           ).drop(columns="_m").reset_index(drop=True)
+    out["_v"] = out["variant"].map({v: i for i, v in enumerate(cfg.variants)})
+    return out.sort_values(["_v", "knob", "value", "_m"], kind="stable"
+                           ).drop(columns=["_m", "_v"]).reset_index(drop=True)
 
 
 def format_table(summary: pd.DataFrame, cfg: StudyConfig) -> str:
@@ -289,8 +317,8 @@ def study_figure(summary: pd.DataFrame, cfg: StudyConfig, path: PathLike) -> Pat
     variants = [v for v in cfg.variants if v in set(summary.variant)]
     ncols = 1 + len(knobs)
     nrows = max(1, len(variants)) if knobs else 1
-    fig, axes = subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows), squeeze=False,
-                         layout="constrained")
+    fig, axes = subplots(nrows, ncols, figsize=(max(5.5, 3.6 * ncols), 3.2 * nrows),
+                         squeeze=False, layout="constrained")
     base = summary[summary.knob == ""]
     for j, m in enumerate(cfg.models):
         b = base[base.model == m].set_index("variant").reindex(variants)
@@ -319,7 +347,7 @@ def study_figure(summary: pd.DataFrame, cfg: StudyConfig, path: PathLike) -> Pat
                 ax.axhline(0.5, color="grey", lw=0.6, ls=":")
                 ax.set_ylim(0.3, 1.02)
                 ax.set_ylabel("test AUC")
-    axes[0][0].legend(fontsize=7, loc="lower left")
+    axes[0][0].legend(fontsize=7, loc="upper right", ncol=2)
     fig.suptitle(f"known-truth study: {cfg.folds}-fold CV, {cfg.epochs} epochs, seeds "
                  f"{','.join(map(str, cfg.seeds))}", fontsize=10)
     return save_figure(fig, path, overwrite=True)
