@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from helpers import run_cli
 from srmil.bags.cohort import load_cohort
 from srmil.bags.readers import read_bag
 from srmil.bags.synth import generate, neighbour_fraction, oracle, write_cohort
@@ -146,3 +147,17 @@ def test_old_variants_keep_their_defaults_and_the_json_holds_the_resolved_config
     assert s["oracle_arrangement_auc"] == 0.5  # no isolated patch has a tumour neighbour
     with pytest.raises(ConfigError, match="tumour_fraction must be a range"):
         generate(SynthConfig(tumour_fraction=(0.3, 0.1)))
+
+
+def test_cli_knobs_reach_the_cohort_and_a_bad_range_is_one_line(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "synth", tmp_path / "c", "--variant", "sparse", "--n-slides",
+                           8, "--dim", 4, "--min-patches", 40, "--max-patches", 60,
+                           "--tumour-fraction", "0.05,0.1", "--tumour-shift", 1.5,
+                           "--tissue-spread", 2)
+    assert code == 0 and "oracle AUC" in out and "shift 1.5" in out
+    cfg = json.loads((tmp_path / "c" / "synth.json").read_text())["config"]
+    assert cfg["tumour_fraction"] == [0.05, 0.1] and cfg["tissue_spread"] == 2.0
+    code, _, err = run_cli(capsys, "synth", tmp_path / "d", "--tumour-fraction", "0.5,0.1")
+    assert code == 2 and "tumour_fraction must be a range" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "d" / "labels.csv").exists()
