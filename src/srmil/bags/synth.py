@@ -36,8 +36,11 @@ that do not touch a lesion: two such cells are never 8-adjacent, whatever the sh
 (up to a quarter of the tissue; beyond what fits, fewer are placed).
 
 ``tumour_fraction`` and ``tumour_shift`` left at ``None`` take the variant's defaults
-(:data:`srmil.config.SYNTH_VARIANT_DEFAULTS`); the first four variants keep their original
-defaults, so their cohorts are the same for every seed as before the family grew.
+(:data:`srmil.config.SYNTH_VARIANT_DEFAULTS`); ``spatial``, ``instance`` and ``survival`` keep
+their original defaults, so their cohorts are the same for every seed as before the family grew.
+``regression`` was recalibrated: a fixed 15 % tumour-like share whose scattered part is
+isolated, so the focus size is the score itself (not score × a varying load) and chance
+clusters of the scattered patches do not blur it (README, Survival and regression).
 
 Calibration: with a tissue-type spread that is large against the tumour shift, no learned model
 beats chance even though an oracle does; the defaults keep the shift (3σ along one direction)
