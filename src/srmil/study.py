@@ -298,6 +298,8 @@ def format_table(summary: pd.DataFrame, cfg: StudyConfig) -> str:
     lines = [head, "|" + "---|" * (len(cfg.models) + 2)]
     for (v, k, x), g in summary.groupby(["variant", "knob", "value"], dropna=False,
                                         sort=False):
+        if k and x == base_value(k, cfg):
+            continue  # the base cohort: its own row already
         name = v if not k else f"{v}, {k} = {x:g}"
         by = g.set_index("model")
         cells = [f"{by.loc[m, 'auc_mean']:.3f} ± {by.loc[m, 'auc_std']:.3f}"
