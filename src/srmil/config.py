@@ -35,27 +35,49 @@ class SplitConfig:
     seed: int = 0  # seed of the fold assignment
 
 
+# What a ``None`` in SynthConfig means, per variant (the variant's calibrated default). The
+# first three keep their original values, so their cohorts are byte-identical for every seed.
+SYNTH_VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "spatial": {"tumour_fraction": (0.08, 0.15), "tumour_shift": 3.0},
+    "instance": {"tumour_fraction": (0.08, 0.15), "tumour_shift": 3.0},
+    "survival": {"tumour_fraction": (0.08, 0.15), "tumour_shift": 3.0},
+    # regression: a fixed 15 % share (its scattered part isolated, bags/synth.py), so the
+    # largest-cluster share is the score, undiluted by a varying tumour load
+    "regression": {"tumour_fraction": (0.15, 0.15), "tumour_shift": 3.0},
+    # mixed: a compact lesion of 3-8 % in positives, isolated look-alikes in every slide
+    "mixed": {"tumour_fraction": (0.03, 0.08), "tumour_shift": 3.0},
+    # sparse: 1-6 % isolated tumour-like patches with a weak shift (the issue-15 cohort)
+    "sparse": {"tumour_fraction": (0.01, 0.06), "tumour_shift": 2.0},
+}
+
+
 @dataclass(frozen=True)
 class SynthConfig:
-    """Built-in synthetic cohort (``srmil synth``), calibrated to be learnable.
+    """Built-in synthetic cohort (``srmil synth``), a family of known-truth cohorts.
 
-    Patch features are ``tissue prototype + noise (+ tumour shift)``. The ``spatial`` variant puts
-    the same number of tumour-like patches in every slide, clustered in one class and scattered
-    in the other, so only the arrangement tells the classes apart. ``instance`` puts them only in
-    positive slides.
+    Patch features are ``tissue prototype + noise (+ tumour shift)``. ``spatial``: the same
+    number of tumour-like patches in every slide, clustered in one class and scattered in the
+    other (only the arrangement tells the classes apart). ``instance``: tumour-like patches only
+    in positive slides. ``mixed``: a compact lesion in positives plus isolated look-alikes in
+    every slide (CAMELYON-like). ``sparse``: a few isolated tumour-like patches with a weak
+    shift in positives. See :mod:`srmil.bags.synth` for each variant's exact definition.
     """
 
-    variant: str = "spatial"  # spatial | instance | survival | regression
+    variant: str = "spatial"  # spatial | instance | mixed | sparse | survival | regression
     slides: int = 60  # number of slides
     dim: int = 32  # feature dimension
     seed: int = 0  # the cohort's seed: same seed, same bags
     min_patches: int = 100  # fewest patches per slide
     max_patches: int = 300  # most patches per slide
     tissue_types: int = 4  # tissue prototypes, in spatially coherent regions
-    tissue_spread: float = 1.0  # norm of the offsets between tissue-type prototypes
+    tissue_spread: float = 1.0  # norm of the offsets between tissue-type prototypes (nuisance)
     noise: float = 1.0  # per-dimension std of patch noise
-    tumour_shift: float = 3.0  # norm of the tumour direction added to tumour-like patches
-    tumour_fraction: tuple[float, float] = (0.08, 0.15)  # range of tumour-like patch share
+    tumour_shift: float | None = None  # norm of the tumour direction added to tumour-like
+    #                                    patches; None: the variant's (SYNTH_VARIANT_DEFAULTS)
+    tumour_fraction: tuple[float, float] | None = None  # range of the tumour-like (mixed: the
+    #                        lesion's) patch share; None: the variant's (SYNTH_VARIANT_DEFAULTS)
+    lookalike_fraction: tuple[float, float] = (0.02, 0.16)  # mixed: range of the share of
+    #                                isolated tumour look-alike patches in every slide
     positive_fraction: float = 0.5  # share of cases in the second class (tumour / scattered)
     slides_per_case: int = 2  # at most; about a third of the cases get a second slide
     mixed_magnification: bool = True  # half the slides "scanned at 40×" (level-0 step 448)
@@ -65,6 +87,41 @@ class SynthConfig:
     effect: float = 2.0  # log-hazard (survival) or target (regression) per unit of the score
     censoring: float = 0.3  # survival: target share of censored patients (uniform censoring)
     target_noise: float = 0.3  # regression: noise std of the target (score units)
+
+    def resolved(self) -> SynthConfig:
+        """This config with every ``None`` replaced by the variant's default."""
+        d = SYNTH_VARIANT_DEFAULTS.get(self.variant, SYNTH_VARIANT_DEFAULTS["spatial"])
+        return dataclasses.replace(self, **{k: v for k, v in d.items()
+                                            if getattr(self, k) is None})
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """The known-truth study (``benchmarks/study.py``, :mod:`srmil.study`): models on
+    identical folds over ``srmil synth`` cohorts, one knob varied at a time from each variant's
+    base cohort, several seeds. A benchmark: it costs CPU-hours, never a test."""
+
+    variants: tuple[str, ...] = ("spatial", "mixed", "sparse")  # base cohorts (signal kinds)
+    models: tuple[str, ...] = ("srmil", "srmil:w_gen=0", "patchgcn", "abmil", "transmil",
+                               "mean")  # model specs, as `srmil compare --models`
+    knobs: tuple[str, ...] = (  # KNOB=v1,v2,…; fractions and shifts as multiples of the
+        #                         variant's default, bag_size the most patches (fewest: a third)
+        "lesion_fraction=0.5,1,2", "shift=0.5,1,1.5", "bag_size=150,300,900",
+        "dim=16,32,64", "tissue_spread=0.5,1,2")
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # cohort, fold and training seed of each repeat
+    slides: int = 60  # slides per cohort
+    dim: int = 32  # base feature dimension
+    bag_size: int = 300  # base: most patches per slide (fewest: a third of it)
+    folds: int = 5  # patient-level folds, identical for every model of a cohort
+    epochs: int = 50  # training epochs of every model
+    accelerator: str = "cpu"  # where the models train (cpu | gpu | auto)
+    bootstrap: int = 200  # resamples of each run's confidence intervals
+
+
+QUICK_STUDY = StudyConfig(  # `benchmarks/study.py --quick`: ~35 min on one niced 2-core CPU;
+    #                          without TransMIL, ≈ 1.5 s per small bag on a CPU (README)
+    models=("srmil", "srmil:w_gen=0", "patchgcn", "abmil", "mean"),
+    knobs=(), seeds=(0, 1, 2), slides=40, dim=16, bag_size=120, folds=3, epochs=20)
 
 
 DEMO_EPOCHS = 20  # `srmil demo`: the paper trains 100; 20 keep the demo near two minutes on
@@ -485,7 +542,8 @@ __all__ = [
     "EXECUTORS",
     "ExecutorConfig", "ExtractConfig", "GatedABMILConfig", "GraphConfig", "HeatmapConfig",
     "MeanConfig", "PatchConfig", "PatchGCNConfig", "RegressionConfig", "RunConfig", "SECTIONS",
-    "SRMILConfig", "ScaleBenchConfig", "SplitConfig", "SurvivalConfig", "SynthConfig",
+    "SRMILConfig", "ScaleBenchConfig", "SplitConfig", "StudyConfig", "SurvivalConfig",
+    "SynthConfig",
     "TissueConfig", "TrainConfig", "TransMILConfig", "_check_type", "apply_sets",
     "commented_yaml", "field_descriptions", "from_dict",
     "load_config_file", "parse_value", "to_dict",

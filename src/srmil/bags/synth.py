@@ -1,14 +1,28 @@
-"""The built-in synthetic cohort: TRIDENT-layout h5 bags + a labels CSV, made from a seed.
+"""The built-in synthetic cohorts: TRIDENT-layout h5 bags + a labels CSV, made from a seed.
 
-Each slide is an irregular tissue region (holes and islands included) on a grid. Patch
-features are ``prototype[tissue type] + noise``, with tissue types in spatially coherent regions,
-and a shared "tumour" direction added to the tumour-like patches.
+A family of known-truth cohorts. Each slide is an irregular tissue region (holes and islands
+included) on a grid. Patch features are ``prototype[tissue type] + noise``, with tissue types in
+spatially coherent regions (the nuisance: ``tissue_spread``, kept orthogonal to the tumour
+direction), and a shared "tumour" direction of norm ``tumour_shift`` added to the tumour-like
+patches. What carries the label is the variant's signal kind:
 
-- ``spatial``: every slide has the same share of tumour-like patches; in ``clustered`` slides they
-  form one compact focus, in ``scattered`` slides they are spread at random. The instances have
-  one distribution in both classes, so a model that ignores space sits at chance.
+- ``spatial`` (arrangement only): every slide has the same share of tumour-like patches; in
+  ``clustered`` slides they form one compact focus, in ``scattered`` slides they are spread at
+  random. The instances have one distribution in both classes, so a model that ignores space
+  sits at chance.
 - ``instance``: ``tumour`` slides have tumour-like patches (clustered or scattered), ``normal``
   slides have none, so patch content alone decides.
+- ``mixed`` (contiguous lesions plus isolated look-alikes, CAMELYON-like): ``tumour`` slides
+  have one compact lesion (``tumour_fraction``, 3–8 % by default); *every* slide, of both
+  classes, also has isolated look-alike patches (``lookalike_fraction``, 2–16 %) with the same
+  shift, none touching another or the lesion. The look-alikes' share varies as much as the
+  lesion's, so counting tumour-like patches separates the classes only in part (as benign
+  mimics and isolated tumour cells blur counts on lymph-node slides); knowing that a lesion is
+  contiguous separates them fully.
+- ``sparse`` (isolated instances): ``tumour`` slides hold a few isolated tumour-like patches
+  (``tumour_fraction``, 1–6 % by default; at least one) with a weak shift (2σ), no two of them
+  8-adjacent; ``normal`` slides have none. There is no spatial structure to find: a model must
+  spot rare patches (micro-metastases, isolated tumour cells).
 - ``survival`` / ``regression``: every slide has the same share of tumour-like patches; a
   patient-level score ρ ~ U(0, 1) is the share of them gathered in one compact focus (the rest
   scattered), i.e. the relative size of the largest cluster. Survival: event time exponential
@@ -16,10 +30,25 @@ and a shared "tumour" direction added to the tumour-like patches.
   ``censoring``; regression: ``target = effect · z + target_noise · N(0, 1)``. Patch content is
   the same whatever ρ, so only a model that sees the arrangement can beat chance.
 
+Isolated patches (``mixed`` look-alikes, ``sparse`` tumour) are drawn at random among the cells
+of one of the four parity sub-lattices of the grid (even/odd x, even/odd y, chosen per slide)
+that do not touch a lesion: two such cells are never 8-adjacent, whatever the share asked for
+(up to a quarter of the tissue; beyond what fits, fewer are placed).
+
+``tumour_fraction`` and ``tumour_shift`` left at ``None`` take the variant's defaults
+(:data:`srmil.config.SYNTH_VARIANT_DEFAULTS`); ``spatial``, ``instance`` and ``survival`` keep
+their original defaults, so their cohorts are the same for every seed as before the family grew.
+``regression`` was recalibrated: a fixed 15 % tumour-like share whose scattered part is
+isolated, so the focus size is the score itself (not score × a varying load) and chance
+clusters of the scattered patches do not blur it (README, Survival and regression).
+
 Calibration: with a tissue-type spread that is large against the tumour shift, no learned model
 beats chance even though an oracle does; the defaults keep the shift (3σ along one direction)
-well above the tissue variation (1σ) so the cohort is learnable, and ``oracle`` reports what
-knowing the true tumour patches (or thresholding the true tumour direction) reaches.
+well above the tissue variation (1σ) so the cohort is learnable. :func:`oracle` reports what an
+oracle reaches (AUCs): knowing which patches are tumour-like (their share), knowing their
+arrangement (the tumour neighbour share of the true tumour-like patches, count-free), and
+knowing what tumour looks like but not where (the bag's likelihood ratio along the true
+direction): the ceilings of an instance-level, a spatial and a content-only model.
 """
 
 from __future__ import annotations
@@ -38,6 +67,7 @@ from srmil.errors import ConfigError, SrmilError
 from srmil.storage import write_csv, write_json
 
 VARIANT_CLASSES = {"spatial": ("clustered", "scattered"), "instance": ("normal", "tumour"),
+                   "mixed": ("normal", "tumour"), "sparse": ("normal", "tumour"),
                    "survival": ("censored", "event"), "regression": ()}
 CONTINUOUS = ("survival", "regression")  # a patient-level score ρ drives the outcome
 ENCODER_NAME = "synth"
@@ -93,11 +123,43 @@ def _scattered(rng: np.random.Generator, n: int, m: int) -> np.ndarray:
     return mask
 
 
-def _partly_clustered(rng: np.random.Generator, cells: np.ndarray, m: int, rho: float
-                      ) -> np.ndarray:
-    """m tumour cells: round(ρ·m) in one compact focus, the rest scattered outside it."""
+def _near(cells: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(N,) True where a cell is in ``mask`` or 8-adjacent to a cell in it."""
+    if not mask.any():
+        return np.zeros(len(cells), dtype=bool)
+    lo = cells.min(axis=0) - 1
+    c = cells - lo
+    grid = np.zeros(tuple((c.max(axis=0) + 2).tolist()), dtype=bool)
+    grid[c[mask, 0], c[mask, 1]] = True
+    grown = ndimage.binary_dilation(grid, structure=np.ones((3, 3), dtype=bool))
+    return grown[c[:, 0], c[:, 1]]
+
+
+def _isolated(rng: np.random.Generator, cells: np.ndarray, m: int,
+              avoid: np.ndarray | None = None) -> np.ndarray:
+    """Boolean mask of up to m cells, no two 8-adjacent and none touching ``avoid``.
+
+    Drawn among the cells of one parity sub-lattice (random per slide): any two of its cells
+    differ by 2 or more in x or y.
+    """
+    ox, oy = rng.integers(0, 2, size=2)
+    ok = ((cells[:, 0] + ox) % 2 == 0) & ((cells[:, 1] + oy) % 2 == 0)
+    if avoid is not None:
+        ok &= ~_near(cells, avoid)
+    free = np.flatnonzero(ok)
+    mask = np.zeros(len(cells), dtype=bool)
+    mask[rng.choice(free, size=min(m, len(free)), replace=False)] = True
+    return mask
+
+
+def _partly_clustered(rng: np.random.Generator, cells: np.ndarray, m: int, rho: float,
+                      isolated: bool = False) -> np.ndarray:
+    """m tumour cells: round(ρ·m) in one compact focus, the rest scattered outside it
+    (``isolated``: none touching another or the focus, so the largest cluster is the focus)."""
     k = int(round(rho * m))
     mask = _clustered(rng, cells, k) if k else np.zeros(len(cells), dtype=bool)
+    if isolated:
+        return mask | _isolated(rng, cells, m - k, avoid=mask)
     rest = np.flatnonzero(~mask)
     mask[rng.choice(rest, size=min(m - k, len(rest)), replace=False)] = True
     return mask
@@ -159,6 +221,12 @@ def generate(cfg: SynthConfig) -> tuple[list[SyntheticSlide], np.ndarray]:
         raise ConfigError("synth needs at least 2 slides")
     if not 1 <= cfg.min_patches <= cfg.max_patches:
         raise ConfigError("synth needs 1 <= min_patches <= max_patches")
+    cfg = cfg.resolved()
+    for name in ("tumour_fraction", "lookalike_fraction"):
+        lo, hi = getattr(cfg, name)
+        if not 0 <= lo <= hi <= 1:
+            raise ConfigError(f"synth {name} must be a range 0 <= lo <= hi <= 1, got "
+                              f"({lo}, {hi})")
     rng = np.random.default_rng(cfg.seed)
     d = cfg.dim
     direction = rng.standard_normal(d)
@@ -197,9 +265,18 @@ def generate(cfg: SynthConfig) -> tuple[list[SyntheticSlide], np.ndarray]:
         m = max(1, int(round(rng.uniform(*cfg.tumour_fraction) * n)))
         m = min(m, n)
         if cfg.variant in CONTINUOUS:
-            tumour = _partly_clustered(rng, cells, m, float(case_score[c]))
+            tumour = _partly_clustered(rng, cells, m, float(case_score[c]),
+                                       isolated=cfg.variant == "regression")
         elif cfg.variant == "spatial":
             tumour = _clustered(rng, cells, m) if label == "clustered" else _scattered(rng, n, m)
+        elif cfg.variant == "mixed":
+            tumour = (_clustered(rng, cells, m) if label == "tumour"
+                      else np.zeros(n, dtype=bool))
+            k = int(round(rng.uniform(*cfg.lookalike_fraction) * n))
+            tumour |= _isolated(rng, cells, k, avoid=tumour)
+        elif cfg.variant == "sparse":
+            tumour = (_isolated(rng, cells, m) if label == "tumour"
+                      else np.zeros(n, dtype=bool))
         elif label == "tumour":
             tumour = _clustered(rng, cells, m) if rng.random() < 0.5 else _scattered(rng, n, m)
         else:
@@ -216,8 +293,25 @@ def generate(cfg: SynthConfig) -> tuple[list[SyntheticSlide], np.ndarray]:
 
 
 def oracle(cfg: SynthConfig, slides: list[SyntheticSlide], direction: np.ndarray) -> dict:
-    """Accuracy an oracle reaches: from the true tumour mask, and from thresholding the
-    (unknown to models) tumour direction at half the shift."""
+    """What an oracle reaches on the cohort, in sample.
+
+    AUCs (the second class positive: ``tumour`` / ``scattered``; 0.5 is chance):
+
+    - ``oracle_count_auc``: the share of true tumour-like patches (knowing which patches they
+      are: the ceiling of an instance-level model);
+    - ``oracle_arrangement_auc``: the mean share of tumour-like 8-neighbours of the true
+      tumour-like patches (knowing their arrangement, not their number; a slide without any
+      scores 0);
+    - ``oracle_look_auc``: the bag's log-likelihood ratio along the true tumour direction,
+      ``Σᵢ log(1 − π + π·exp((s·pᵢ − s²/2)/σ²))`` with pᵢ a patch's projection, s the shift,
+      σ the noise and π the cohort's mean tumour-like share (knowing what tumour looks like,
+      not where it is: the ceiling of a content-only model).
+
+    Accuracies (best cut): from the true tumour mask, and from thresholding the tumour
+    direction at half the shift (``spatial``: their clumping; otherwise their share), and of
+    mean-pooled features along the direction.
+    """
+    cfg = cfg.resolved()
     if cfg.variant in CONTINUOUS:
         return _continuous_oracle(cfg, slides, direction)
     classes = VARIANT_CLASSES[cfg.variant]
@@ -236,11 +330,34 @@ def oracle(cfg: SynthConfig, slides: list[SyntheticSlide], direction: np.ndarray
     true_stat = stat(lambda s: s.tumour)
     feat_stat = stat(lambda s: s.features @ direction > cfg.tumour_shift / 2)
     mean_proj = np.array([float((s.features @ direction).mean()) for s in slides])
+    sign = -1.0 if cfg.variant == "spatial" else 1.0  # the positive class is the scattered one
+    clump = sign * np.array([neighbour_fraction(s.cells, s.tumour) for s in slides])
+    share = np.array([s.tumour.mean() for s in slides])
+    pi = float(np.clip(share[share > 0].mean() if (share > 0).any() else 0.0, 1e-6, 1 - 1e-6))
+    sh, var = cfg.tumour_shift, cfg.noise ** 2
+    look = np.array([float(np.logaddexp(np.log1p(-pi), np.log(pi) + (sh * (
+        s.features.astype(np.float64) @ direction) - sh * sh / 2) / var).sum())
+        for s in slides])
     return {
+        "oracle_count_auc": _auc(y, share),
+        "oracle_arrangement_auc": _auc(y, clump),
+        "oracle_look_auc": _auc(y, look),
         "oracle_true_mask_accuracy": best_acc(true_stat),
         "oracle_feature_threshold_accuracy": best_acc(feat_stat),
         "mean_pooling_oracle_accuracy": best_acc(mean_proj),
     }
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of ``score`` for ``y == 1`` (ties count half); NaN with one class."""
+    from scipy.stats import rankdata
+
+    pos = y == 1
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    if not n1 or not n0:
+        return float("nan")
+    r = rankdata(score)
+    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def _continuous_oracle(cfg: SynthConfig, slides: list[SyntheticSlide], direction: np.ndarray
@@ -314,7 +431,7 @@ def write_cohort(cfg: SynthConfig, out: str | Path, overwrite: bool = False) -> 
         "classes": counts,
         "features_dir": str(feat_dir),
         "labels_csv": str(labels_csv),
-        "config": to_dict(cfg),
+        "config": to_dict(cfg.resolved()),
         **oracle(cfg, slides, direction),
     }
     write_json(out / "synth.json", summary, overwrite=overwrite)

@@ -63,6 +63,10 @@ VOCABULARY: dict[str, str] = {
     "--min-patches": "fewest patches per slide",
     "--max-patches": "most patches per slide",
     "--positive-fraction": "share of cases in the second class (tumour / scattered)",
+    "--tumour-fraction": "LO,HI range of the share of tumour-like patches per slide",
+    "--tumour-shift": "norm of the tumour direction added to tumour-like patches (noise SDs)",
+    "--lookalike-fraction": "LO,HI range of the share of isolated tumour look-alikes per slide",
+    "--tissue-spread": "norm of the offsets between tissue-type prototypes (the nuisance)",
     # slides
     "--slides": "slide files: a directory (.svs .ndpi .mrxs .scn .tif …), or a list: a text "
                 "file with one path per line, or a CSV with a 'path' (or 'wsi') column and an "
