@@ -31,6 +31,7 @@ from srmil.training.calibration import apply_temperature, fit_fold_temperature, 
 from srmil.training.checkpoint import load_state, load_weights, save_state, save_weights
 from srmil.training.data import BagDataset, prefetched
 from srmil.training.logs import close_loggers, epoch_end, make_loggers
+from srmil.training.optim import build_optimizer
 from srmil.training.sampling import check_classification_only, class_weights, epoch_order
 from srmil.training.selection import eligible, is_better
 
@@ -122,6 +123,18 @@ def _meta(model_name: str, in_dim: int, classes: list[str], net: MILModel) -> di
     return meta
 
 
+def stop_early(cfg: TrainConfig, history: list[dict[str, Any]], best: dict[str, Any] | None
+               ) -> bool:
+    """``train.early_stopping`` (CLAM's rule): stop once the val loss has not gone below its
+    minimum for that many epochs, and only when an eligible epoch has been selected."""
+    if not cfg.early_stopping or best is None or not history:
+        return False
+    losses = np.array([r["val_loss"] for r in history], dtype=float)
+    if not np.isfinite(losses).any():
+        return False
+    return len(losses) - 1 - int(np.nanargmin(losses)) >= cfg.early_stopping
+
+
 def fit_fold(
     fold_dir: Path,
     model_name: str,
@@ -175,8 +188,7 @@ def fit_fold(
     fabric = make_fabric(cfg, make_loggers(cfg, fold_dir))
     torch.manual_seed(cfg.seed)
     net = create_model(model_name, in_dim, task.out_dim, model_overrides, task)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.eta_min)
+    opt, sched = build_optimizer(cfg, net)  # METHOD.md default: AdamW + cosine per epoch
     model, opt = fabric.setup(net, opt)
     model.mark_forward_method("loss")  # through Fabric's wrapper: its precision plugin applies
     history: list[dict[str, Any]] = []
@@ -269,6 +281,10 @@ def fit_fold(
             else:
                 log.info("%sepoch %d/%d %s val_%s=%.3f", desc, epoch + 1, cfg.epochs,
                          parts_txt, task.select_metric, vm[task.select_metric])
+        if stop_early(cfg, history, best):
+            log.info("%searly stopping after epoch %d: no lower val loss for %d epochs", desc,
+                     epoch + 1, cfg.early_stopping)
+            break
     close_loggers(fabric)
     if best is None:
         raise SrmilError("no epoch was eligible for selection", fold_dir)
