@@ -5,7 +5,9 @@ patches and a weak shift; ``--cohort spatial``: the arrangement-only cohort), ma
 patient-level folds, and runs every model spec of ``--specs`` on those identical folds through
 :func:`srmil.training.compare.compare` (resumable: re-running with the same ``--out`` skips
 finished folds and adds new specs). Prints, per spec, the test AUC of every fold, their mean,
-and the mean training classification loss of the last epoch (does the model fit its bags?).
+the mean training classification loss of the last epoch (does the model fit its bags?), and on
+the sparse cohort the pooled test AUC of normal slides against positives whose tumour patches
+are isolated (``iso``) and against those whose tumour patches form one focus (``clu``).
 
 Specs are ``srmil compare``'s (``srmil:residual=identity``, ``abmil:train.lr=2e-4``, …), one per
 candidate cause, so each row changes one thing against the defaults.
@@ -28,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 
 from srmil.bags.cohort import load_cohort
 from srmil.bags.splits import make_splits
-from srmil.bags.synth import generate, write_cohort
+from srmil.bags.synth import generate, neighbour_fraction, write_cohort
 from srmil.config import RunConfig, SplitConfig, SynthConfig, TrainConfig
 from srmil.training.compare import compare
 from srmil.training.rundir import ComparisonDir
@@ -61,6 +63,32 @@ def oracle_auc(cfg: SynthConfig) -> dict[str, float]:
     thr = np.array([(s.features @ direction > cfg.tumour_shift / 2).mean() for s in slides])
     return {"true_patches": float(roc_auc_score(y, mask)),
             "direction_threshold": float(roc_auc_score(y, thr))}
+
+
+def slide_kinds(cfg: SynthConfig) -> dict[str, str]:
+    """slide_id → ``normal``, ``isolated`` or ``clustered`` (the positives' tumour patches: a
+    mean share of tumour 8-neighbours ≤ 0.3 is the scattered draw, the compact focus is above)
+    for the ``instance`` variant, from the cohort's own generator (same seed, same slides)."""
+    slides, _ = generate(cfg)
+    if cfg.variant != "instance":
+        return {}
+    return {s.slide_id: "normal" if s.label == "normal" else
+            "clustered" if neighbour_fraction(s.cells, s.tumour) > 0.3 else "isolated"
+            for s in slides}
+
+
+def kind_aucs(run_path: Path, kinds: dict[str, str]) -> str:
+    """Test AUC of normal vs isolated and normal vs clustered positives, test predictions
+    pooled over the folds."""
+    if not kinds:
+        return ""
+    t = pd.concat([pd.read_csv(f) for f in sorted(run_path.glob("fold_*/predictions.csv"))])
+    t = t[t["split"] == "test"].assign(kind=lambda d: d["slide_id"].map(kinds))
+    out = []
+    for k in ("isolated", "clustered"):
+        u = t[t["kind"].isin(["normal", k])]
+        out.append(f"{roc_auc_score(u['kind'] == k, u['prob_tumour']):.3f}")
+    return " ".join(out)
 
 
 def last_train_ce(run_path: Path) -> float:
@@ -109,6 +137,7 @@ def main() -> None:
         import json
         s = json.loads((cohort_dir / "synth.json").read_text())
     orc = oracle_auc(scfg)
+    kinds = slide_kinds(scfg)
     print(f"cohort {args.cohort}: {s['slides']} slides, {s['cases']} cases, {s['classes']}, "
           f"patches {args.min_patches}-{args.max_patches}, D {args.dim}, shift "
           f"{scfg.tumour_shift}, tumour fraction {scfg.tumour_fraction}")
@@ -126,12 +155,18 @@ def main() -> None:
                     resume=(cmp_dir / "compare.json").exists())
     print(f"\n{args.folds} patient-level folds (identical for every spec), {args.epochs} epochs, "
           f"seed {args.seed}")
-    print(f"{'spec':<52} {'test AUC per fold':<22} {'mean':>6} {'train CE':>9} {'s':>6}")
+    if kinds:
+        counts = pd.Series(kinds).value_counts().to_dict()
+        print(f"positives: {counts.get('isolated', 0)} isolated, {counts.get('clustered', 0)} "
+              f"clustered; {counts.get('normal', 0)} normal slides")
+    print(f"{'spec':<52} {'test AUC per fold':<22} {'mean':>6} {'iso clu':>12} "
+          f"{'train CE':>9} {'s':>6}")
     for r in table.itertuples():
         per = " ".join(f"{float(v):.3f}" for v in str(r.per_fold_auc).split(";"))
         run = ComparisonDir(cmp_dir).run(r.model).path
         ce, secs = last_train_ce(run), train_seconds(run)
-        print(f"{r.model:<52} {per:<22} {r.auc_mean:>6.3f} {ce:>9.3f} {secs:>6.0f}")
+        print(f"{r.model:<52} {per:<22} {r.auc_mean:>6.3f} {kind_aucs(run, kinds):>12} "
+              f"{ce:>9.3f} {secs:>6.0f}")
     print(f"total {time.time() - t0:.0f} s")
 
 
