@@ -172,3 +172,21 @@ def test_cv_standardises_on_train_only_and_predict_applies_the_same(tmp_path, sh
         p_raw = raw(gb).softmax(-1)[1].item()
     assert table.loc[sid, "prob_tumour"] == pytest.approx(p_std, abs=1e-6)
     assert abs(p_std - p_raw) > 1e-6  # the statistics do change the prediction
+
+
+def test_a_fold_stops_early_and_still_selects_and_tests(tmp_path, shifted_cohort):
+    labels, feats = shifted_cohort
+    cfg = RunConfig(model="mean", split=SplitConfig(folds=3),
+                    train=TrainConfig(epochs=10, accelerator="cpu", bootstrap=20, lr=0.05,
+                                      early_stopping=2, select_after=0.0))
+    api.cv(labels, feats, tmp_path / "run", cfg)
+    lengths = []
+    for k in range(3):
+        fold = tmp_path / "run" / f"fold_{k}"
+        h = pd.read_csv(fold / "history.csv")
+        lengths.append(len(h))
+        if len(h) < 10:  # stopped: the minimum is exactly `patience` epochs back
+            assert len(h) - 1 - int(h.val_loss.idxmin()) == 2
+        m = json.loads((fold / "metrics.json").read_text())
+        assert m["best_epoch"] in h.epoch.tolist() and "auc" in m["test"]
+    assert min(lengths) < 10  # at least one fold stopped (seeded: fold 1 after 8 epochs)
