@@ -190,3 +190,12 @@ def test_a_fold_stops_early_and_still_selects_and_tests(tmp_path, shifted_cohort
         m = json.loads((fold / "metrics.json").read_text())
         assert m["best_epoch"] in h.epoch.tolist() and "auc" in m["test"]
     assert min(lengths) < 10  # at least one fold stopped (seeded: fold 1 after 8 epochs)
+    k = lengths.index(min(lengths))  # killed after stopping, before DONE: resume adds nothing
+    fold = tmp_path / "run" / f"fold_{k}"
+    before = pd.read_csv(fold / "history.csv")
+    for name in ("DONE", "metrics.json", "predictions.csv"):
+        (fold / name).unlink()
+    (tmp_path / "run" / "DONE").unlink()
+    api.cv(labels, feats, tmp_path / "run", cfg, resume=True)
+    pd.testing.assert_frame_equal(pd.read_csv(fold / "history.csv"), before)
+    assert (fold / "DONE").exists()

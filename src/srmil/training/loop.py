@@ -209,6 +209,8 @@ def fit_fold(
                          {**_meta(model_name, in_dim, classes, net), "epoch": best["epoch"]})
     elif not resume and (last.exists() or (fold_dir / "best.safetensors").exists()):
         raise SrmilError("holds an unfinished fold; pass --resume to continue it", fold_dir)
+    if stop_early(cfg, history, best):  # resumed after it had stopped early: no more epochs
+        start = cfg.epochs
     if task.name != "classification":  # the same on resume: fitted on the same split
         write_json(fold_dir / "task.json", task.state(), overwrite=True)
     meta = _meta(model_name, in_dim, classes, net)
