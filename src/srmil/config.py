@@ -298,6 +298,19 @@ class TrainConfig:
     #                         batch-level loss (survival.loss cox) holds the step's bags at once
     devices: int = 1  # processes training each fold with DDP (GPUs, or CPU processes with
     #                   gloo): each takes bags_per_step bags per optimiser step
+    recipe: str = "shared"  # shared: the settings here, the same for every model | paper:
+    #                         each model's official recipe (srmil.training.optim.RECIPES:
+    #                         optimizer, lr, weight_decay, betas, scheduler, early_stopping)
+    optimizer: str = "adamw"  # METHOD.md: adamw | adam | radam | lookahead_radam (TransMIL)
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam-family moment coefficients
+    scheduler: str = "cosine"  # METHOD.md: cosine (annealed to eta_min per epoch) | none
+    no_decay_1d: bool = False  # METHOD.md: decay on every parameter; True: none on biases
+    #                            and other 1-D parameters (TransMIL / timm)
+    early_stopping: int = 0  # stop after this many epochs without a lower val loss once
+    #                          select_after has passed (0: train every epoch; CLAM: 20)
+    standardise: bool = False  # z-score every feature with the mean / std of the fold's
+    #                            training patches (saved as fold_K/standardise.json, applied
+    #                            again by predict, evaluate and heatmap)
 
     def __post_init__(self) -> None:
         # checked here, before a run directory is made, not after an epoch
@@ -307,7 +320,10 @@ class TrainConfig:
                               f"weights, got {self.class_weights!r}")
         for name, choices in (("sampler", ("shuffle", "balanced")),
                               ("calibrate", ("none", "temperature")),
-                              ("logger", ("csv", "tensorboard"))):
+                              ("logger", ("csv", "tensorboard")),
+                              ("recipe", ("shared", "paper")),
+                              ("optimizer", ("adamw", "adam", "radam", "lookahead_radam")),
+                              ("scheduler", ("cosine", "none"))):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"train.{name} must be one of {', '.join(choices)}, got "
                                   f"{getattr(self, name)!r}")
@@ -319,6 +335,8 @@ class TrainConfig:
             raise ConfigError(f"train.devices must be >= 1, got {self.devices}")
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.early_stopping < 0:
+            raise ConfigError(f"train.early_stopping must be >= 0, got {self.early_stopping}")
         if not 0 <= self.select_after < 1:
             raise ConfigError(f"train.select_after must be in [0, 1), got {self.select_after}")
 

@@ -35,8 +35,10 @@ from srmil.training.data import (
 from srmil.training.logs import check_logger
 from srmil.training.loop import fit_fold
 from srmil.training.metrics import bootstrap_ci, bootstrap_ci_fn
+from srmil.training.optim import resolve_recipe
 from srmil.training.rundir import RunDir
 from srmil.training.sampling import check_classification_only, check_sampling
+from srmil.training.standardise import StandardisedDataset, Standardiser
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +178,9 @@ def _check_joined(run: RunDir, cfg: RunConfig, splits: pd.DataFrame,
 
 
 def resolve_model_config(cfg: RunConfig, task: str | None = None) -> RunConfig:
-    """Fill ``model_config`` with every field of the model's Config (defaults resolved), and
-    ``task`` with the cohort's when it is ``auto``.
+    """Fill ``model_config`` with every field of the model's Config (defaults resolved),
+    ``task`` with the cohort's when it is ``auto``, and ``train`` with the model's paper recipe
+    under ``train.recipe paper`` (:func:`srmil.training.optim.resolve_recipe`).
 
     Raises:
         ConfigError: an explicit task other than the cohort's.
@@ -189,7 +192,8 @@ def resolve_model_config(cfg: RunConfig, task: str | None = None) -> RunConfig:
         if name not in ("auto", task):
             raise ConfigError(f"task {name!r}, but the labels were read as {task!r}")
         name = task
-    return dataclasses.replace(cfg, model_config=full, task=name)
+    train = resolve_recipe(cfg.train, cfg.model)  # train.recipe paper: the model's own
+    return dataclasses.replace(cfg, model_config=full, task=name, train=train)
 
 
 def run_folds(
@@ -264,6 +268,10 @@ def run_folds(
             data = {p: pool.subset(ids) for p, ids in parts.items()}
             if patient:  # every slide of a case in one bag (the folds are patient-level)
                 data = {p: patient_dataset(pool, f[f["split"] == p]) for p in parts}
+            if cfg.train.standardise:  # fitted on this fold's training bags only
+                st = Standardiser.fit(data["train"])
+                st.save(run.fold_dir(k))
+                data = {p: StandardisedDataset(d, st) for p, d in data.items()}
             log.info("fold %s: %d train / %d val / %d test %s", k, len(data["train"]),
                      len(data["val"]), len(data["test"]), "cases" if patient else "slides")
             fit_fold(

@@ -13,6 +13,7 @@ from srmil.models.base import MODELS, MILModel, create_model
 from srmil.tasks import task_of_state
 from srmil.training.checkpoint import load_weights, read_weights_meta
 from srmil.training.rundir import RunDir
+from srmil.training.standardise import StandardisedModel, Standardiser
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
@@ -28,7 +29,8 @@ def fold_dirs(run_dir: str | Path, fold: int | None = None) -> list[Path]:
 
 
 def load_fold_model(fold_dir: Path, expect_model: str, classes: list[str]) -> MILModel:
-    """Build the model described by ``best.safetensors`` and load its weights.
+    """Build the model described by ``best.safetensors`` and load its weights (wrapped in
+    :class:`~srmil.training.standardise.StandardisedModel` when the fold standardised).
 
     Raises:
         SrmilError: missing or corrupt checkpoint, another model than the run's, or classes that
@@ -49,6 +51,9 @@ def load_fold_model(fold_dir: Path, expect_model: str, classes: list[str]) -> MI
     net = create_model(name, int(meta["in_dim"]), int(meta["n_classes"]), meta["model_config"],
                        task)
     load_weights(path, net)
+    st = Standardiser.load(fold_dir)  # train.standardise: the fold's training statistics
+    if st is not None:
+        net = StandardisedModel(net, st)
     net.eval()
     return net
 

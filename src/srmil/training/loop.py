@@ -41,6 +41,7 @@ from srmil.training.distributed import (
     reduce_sums,
 )
 from srmil.training.logs import close_loggers, epoch_end, make_loggers
+from srmil.training.optim import build_optimizer
 from srmil.training.sampling import check_classification_only, class_weights, epoch_order
 from srmil.training.selection import eligible, is_better
 
@@ -148,6 +149,18 @@ def _meta(model_name: str, in_dim: int, classes: list[str], net: MILModel) -> di
     return meta
 
 
+def stop_early(cfg: TrainConfig, history: list[dict[str, Any]], best: dict[str, Any] | None
+               ) -> bool:
+    """``train.early_stopping`` (CLAM's rule): stop once the val loss has not gone below its
+    minimum for that many epochs, and only when an eligible epoch has been selected."""
+    if not cfg.early_stopping or best is None or not history:
+        return False
+    losses = np.array([r["val_loss"] for r in history], dtype=float)
+    if not np.isfinite(losses).any():
+        return False
+    return len(losses) - 1 - int(np.nanargmin(losses)) >= cfg.early_stopping
+
+
 def fit_fold(
     fold_dir: Path,
     model_name: str,
@@ -219,8 +232,7 @@ def _train_fold(fabric: Fabric, fold_dir: Path, model_name: str, model_overrides
     rank, world, zero = fabric.global_rank, fabric.world_size, fabric.is_global_zero
     torch.manual_seed(cfg.seed)
     net = create_model(model_name, in_dim, task.out_dim, model_overrides, task)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.eta_min)
+    opt, sched = build_optimizer(cfg, net)  # METHOD.md default: AdamW + cosine per epoch
     model, opt = fabric.setup(net, opt)
     model.mark_forward_method("loss")  # through Fabric's wrapper: its precision plugin applies
     history: list[dict[str, Any]] = []
@@ -245,6 +257,8 @@ def _train_fold(fabric: Fabric, fold_dir: Path, model_name: str, model_overrides
                          {**_meta(model_name, in_dim, classes, net), "epoch": best["epoch"]})
     elif rank > 0:  # each process its own masks and dropout (rank 0 keeps the reference's)
         torch.manual_seed(cfg.seed + rank)
+    if stop_early(cfg, history, best):  # resumed after it had stopped early: no more epochs
+        start = cfg.epochs
     if zero and task.name != "classification":  # the same on resume: fitted on the same split
         write_json(fold_dir / "task.json", task.state(), overwrite=True)
     meta = _meta(model_name, in_dim, classes, net)
@@ -304,7 +318,10 @@ def _train_fold(fabric: Fabric, fold_dir: Path, model_name: str, model_overrides
             best_state = ({k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
                           if zero else None)
         rngs = gather_objects(fabric, _rng_state())  # every process's, for an exact resume
+        stop = stop_early(cfg, history, best)  # the same on every process
         if not zero:
+            if stop:
+                break
             continue
         # last.pt first, holding the best weights too; best.safetensors is derived from it, so a
         # kill between the two writes cannot leave a best file that disagrees with last.pt
@@ -325,6 +342,10 @@ def _train_fold(fabric: Fabric, fold_dir: Path, model_name: str, model_overrides
             else:
                 log.info("%sepoch %d/%d %s val_%s=%.3f", desc, epoch + 1, cfg.epochs,
                          parts_txt, task.select_metric, vm[task.select_metric])
+        if stop:
+            log.info("%searly stopping after epoch %d: no lower val loss for %d epochs", desc,
+                     epoch + 1, cfg.early_stopping)
+            break
     if not zero:
         return None  # rank 0 alone tests the selected model and writes the fold's results
     close_loggers(fabric)
