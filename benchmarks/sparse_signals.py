@@ -31,13 +31,15 @@ from sklearn.metrics import roc_auc_score
 from srmil.bags.cohort import load_cohort
 from srmil.bags.splits import make_splits
 from srmil.bags.synth import generate, neighbour_fraction, write_cohort
-from srmil.config import RunConfig, SplitConfig, SynthConfig, TrainConfig
+from srmil.config import SYNTH_VARIANT_DEFAULTS, RunConfig, SplitConfig, SynthConfig, TrainConfig
 from srmil.training.compare import compare
 from srmil.training.rundir import ComparisonDir
 
 COHORTS = {
     # instance-level signal, no spatial structure needed: 1-6 % tumour patches, weak shift
     "sparse": dict(variant="instance", tumour_fraction=(0.01, 0.06)),
+    # srmil synth's `sparse` variant: every positive's 1-6 % tumour patches isolated, shift 2
+    "isolated": dict(variant="sparse"),
     # arrangement only (the SRMIL win): the built-in defaults
     "spatial": dict(variant="spatial"),
 }
@@ -55,12 +57,14 @@ def oracle_auc(cfg: SynthConfig) -> dict[str, float]:
     """AUCs of two oracles on the whole cohort: the share of true tumour patches, and the share
     of patches past half the shift along the true (hidden) tumour direction."""
     slides, direction = generate(cfg)
-    pos = "tumour" if cfg.variant == "instance" else "scattered"
+    pos = "tumour" if cfg.variant in ("instance", "sparse") else "scattered"
     y = np.array([s.label == pos for s in slides], dtype=int)
-    if cfg.variant != "instance":
+    if cfg.variant not in ("instance", "sparse"):
         return {}
     mask = np.array([s.tumour.mean() for s in slides])
-    thr = np.array([(s.features @ direction > cfg.tumour_shift / 2).mean() for s in slides])
+    shift = (cfg.tumour_shift if cfg.tumour_shift is not None
+             else SYNTH_VARIANT_DEFAULTS[cfg.variant]["tumour_shift"])
+    thr = np.array([(s.features @ direction > shift / 2).mean() for s in slides])
     return {"true_patches": float(roc_auc_score(y, mask)),
             "direction_threshold": float(roc_auc_score(y, thr))}
 
