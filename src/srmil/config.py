@@ -297,7 +297,10 @@ class TrainConfig:
     #                         mean objective, accumulated bag by bag (memory of one bag); a
     #                         batch-level loss (survival.loss cox) holds the step's bags at once
     devices: int = 1  # processes training each fold with DDP (GPUs, or CPU processes with
-    #                   gloo): each takes bags_per_step bags per optimiser step
+    #                   gloo): each takes bags_per_step bags per optimiser step; per node
+    #                   when srmil is started by torchrun
+    num_nodes: int = 1  # nodes training each fold together (torchrun on every node; DDP
+    #                     over devices × num_nodes processes)
     recipe: str = "shared"  # shared: the settings here, the same for every model | paper:
     #                         each model's official recipe (srmil.training.optim.RECIPES:
     #                         optimizer, lr, weight_decay, betas, scheduler, early_stopping)
@@ -333,6 +336,8 @@ class TrainConfig:
             raise ConfigError(f"train.bags_per_step must be >= 1, got {self.bags_per_step}")
         if self.devices < 1:
             raise ConfigError(f"train.devices must be >= 1, got {self.devices}")
+        if self.num_nodes < 1:
+            raise ConfigError(f"train.num_nodes must be >= 1, got {self.num_nodes}")
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if self.early_stopping < 0:

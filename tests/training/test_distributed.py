@@ -128,3 +128,69 @@ def test_a_named_gpu_with_several_devices_is_one_line(cohort, tmp_path):
         **{**cfg.train.__dict__, "accelerator": "cuda:0"})})
     with pytest.raises(SrmilError, match="names one GPU"):
         api.train(labels, bags, tmp_path / "g", cfg)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_under_torchrun_train_what_one_process_trains_with_twice_the_bags(
+        cohort, tmp_path):
+    """Two torchrun launches on this host as nodes 0 and 1 (one process each, static
+    rendezvous on 127.0.0.1): rank 0 does the command's work and writes, rank 1 trains with
+    it; the weights are those of one process with 2 bags per step."""
+    labels, bags = cohort
+    port = _free_port()
+    out = tmp_path / "nodes"
+    argv = ["-m", "srmil", "train", "--labels", labels, "--bags", bags, "--out", str(out),
+            "--model", "mean", "--epochs", "3", "--device", "cpu", "--devices", "1",
+            "--num-nodes", "2", "--set", "model.dropout=0.0", "--set", "split.folds=2",
+            "--set", "train.bootstrap=20", "--set", "train.loader_workers=0", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank",
+         str(node), "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port",
+         str(port), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for node in (0, 1)]
+    results = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err
+    one = api.train(labels, bags, tmp_path / "one", _cfg(1, 2))
+    a = load_state(out / "fold_0" / "last.pt")
+    b = load_state(one.run.fold_dir(0) / "last.pt")
+    for k, v in b["model"].items():
+        torch.testing.assert_close(a["model"][k], v, rtol=1e-5, atol=1e-6)
+    assert len(a["rng_ranks"]) == 2
+    np.testing.assert_allclose(pd.read_csv(out / "fold_0" / "history.csv")["val_loss"],
+                               one.run.history(0)["val_loss"], rtol=1e-5)
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["train"]["devices"], saved["train"]["num_nodes"]) == (1, 2)
+
+
+def test_torchrun_processes_other_than_the_config_are_one_line(cohort, tmp_path):
+    """torchrun starts 2 processes on one node, the config says 1 × 1: one line, exit 2."""
+    labels, bags = cohort
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "srmil", "train", "--labels", labels, "--bags", bags, "--out",
+         str(tmp_path / "x"), "--model", "mean", "--epochs", "1", "--device", "cpu",
+         "--quiet"], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    assert "srmil train: error: torchrun started 1 node(s) × 2 process(es); pass --devices 2 " \
+        "--num-nodes 1" in proc.stderr
+    assert "srmil/" not in proc.stderr  # no traceback of srmil's (torchrun prints its own)
+    assert not (tmp_path / "x").exists()  # refused before anything was written
+
+
+def test_several_nodes_without_torchrun_is_one_line(cohort, tmp_path):
+    labels, bags = cohort
+    cfg = _cfg(1, 1)
+    cfg = RunConfig(**{**cfg.__dict__, "train": TrainConfig(
+        **{**cfg.train.__dict__, "num_nodes": 2})})
+    with pytest.raises(SrmilError, match="num_nodes 2 needs srmil started on every node"):
+        api.train(labels, bags, tmp_path / "n", cfg)

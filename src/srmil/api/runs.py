@@ -111,7 +111,9 @@ def _run(labels: PathLike, bags: PathLike, out: PathLike, cfg: RunConfig,
          folds: list[int] | None, splits: PathLike | None, resume: bool,
          shared: bool = False, lock: str = "auto") -> RunResult:
     from srmil.training.crossval import run_folds  # Lightning: lazily
+    from srmil.training.distributed import check_launch
 
+    check_launch(cfg.train.devices, cfg.train.num_nodes)  # before any file is written
     cohort, table = load_training_cohort(labels, bags, cfg.split, splits, cfg.task,
                                          cfg.regression.strata)
     run_folds(out, cohort, table, cfg, folds=folds, resume=resume, shared=shared, lock=lock)
@@ -251,8 +253,10 @@ def compare(labels: PathLike, bags: PathLike, out: PathLike, specs: list[str],
     """
     from srmil.training.compare import compare as compare_specs
     from srmil.training.compare import parse_spec
+    from srmil.training.distributed import check_launch
 
     base = base or RunConfig()
+    check_launch(base.train.devices, base.train.num_nodes)  # before any file is written
     specs = [s.strip() for s in specs if s.strip()]
     if not specs:
         raise ConfigError("no model spec to compare")

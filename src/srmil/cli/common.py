@@ -47,6 +47,8 @@ VOCABULARY: dict[str, str] = {
               "elsewhere) | flock | file (O_EXCL lock files with a heartbeat)",
     "--spec": "one spec of --models, or its 0-based index (one job of an array)",
     "--devices": "worker processes, one per device (GPU i; N CPU processes with --device cpu)",
+    "--num-nodes": "nodes training each fold together, srmil started on every node by "
+                   "torchrun (train.num_nodes)",
     "--overwrite": "replace outputs that already exist (default: finished outputs are kept: "
                    "skipped, or refused)",
     # logging
@@ -177,7 +179,8 @@ def add_train_args(p: argparse.ArgumentParser, model: bool = True) -> None:
     flag(p, "--seed", " (default 0)", type=int, default=None)
     flag(p, "--device", " (default auto)", default=None)
     flag(p, "--devices", "; here: DDP, each fold trained by N processes (train.devices, default "
-         "1)", type=int, default=None)
+         "1; per node under torchrun)", type=int, default=None)
+    flag(p, "--num-nodes", " (default 1)", type=int, default=None)
     flag(p, "--config", default=None)
     flag(p, "--set", ", e.g. model.mask_rate=0.5, train.lr=1e-4, graph.window=3 (repeatable)",
          action="append", default=[], metavar="KEY=VALUE")
@@ -231,7 +234,8 @@ def run_config(args: argparse.Namespace, folds: int | None = None):
     return resolve_run_config(
         model=getattr(args, "model", None), config=args.config, sets=args.set,
         train={"epochs": args.epochs, "seed": args.seed, "accelerator": args.device,
-               "devices": getattr(args, "devices", None)},
+               "devices": getattr(args, "devices", None),
+               "num_nodes": getattr(args, "num_nodes", None)},
         folds=folds, task=getattr(args, "task", None))
 
 

@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     # PyG's import calls torch.jit.script, deprecated in torch 2.14: not the user's concern
     warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated",
                             category=FutureWarning)
+    from srmil.training import distributed
+
+    if distributed.launched_by_torchrun():  # every process runs this command
+        if distributed.join_torchrun() > 0:  # rank 0 does the work, the others train with it
+            sys.exit(distributed.serve_rank0())
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = configure_logging(args.command, args.quiet, args.verbose)
@@ -76,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"srmil {args.command}: interrupted", file=sys.stderr)
         code = 130
     finally:
+        distributed.release_ranks()
         unconfigure_logging(handler)
     sys.exit(code or 0)
 

@@ -9,6 +9,7 @@ repeats an uninterrupted one exactly (RNG states are saved with every epoch).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -34,9 +35,11 @@ from srmil.training.calibration import apply_temperature, fit_fold_temperature, 
 from srmil.training.checkpoint import load_state, load_weights, save_state, save_weights
 from srmil.training.data import BagDataset, prefetched
 from srmil.training.distributed import (
+    check_launch,
     gather_objects,
     gathered_predictions,
     launch_distributed,
+    launched_by_torchrun,
     rank_steps,
     reduce_sums,
 )
@@ -49,21 +52,38 @@ log = logging.getLogger(__name__)
 
 
 def make_fabric(cfg: TrainConfig, loggers: list | None = None) -> Fabric:
-    """Fabric on one device, or DDP over ``cfg.devices`` spawned processes
-    (:mod:`srmil.training.distributed`); ``auto`` picks GPUs when present, else the CPU."""
-    accelerator, devices, strategy = cfg.accelerator, cfg.devices, "auto"
+    """Fabric on one device, or DDP (:mod:`srmil.training.distributed`): over ``cfg.devices``
+    spawned processes, or over the ``cfg.devices`` × ``cfg.num_nodes`` processes torchrun
+    started; ``auto`` picks GPUs when present, else the CPU.
+
+    Raises:
+        SrmilError: the accelerator is unknown or unavailable, or the processes torchrun
+            started are not ``devices`` × ``num_nodes``.
+    """
+    from lightning.fabric.plugins.environments import (
+        LightningEnvironment,
+        TorchElasticEnvironment,
+    )
+    from lightning.fabric.strategies import DDPStrategy
+
+    accelerator, devices, strategy, plugins = cfg.accelerator, cfg.devices, "auto", None
     if accelerator.startswith("cuda:") and accelerator[5:].isdigit():  # one named GPU
-        if cfg.devices > 1:
+        if cfg.devices > 1 or cfg.num_nodes > 1:
             raise SrmilError(f"accelerator {cfg.accelerator!r} names one GPU; train.devices "
                              f"{cfg.devices} needs accelerator cuda (or auto)")
         accelerator, devices = "cuda", [int(accelerator[5:])]
-    if cfg.devices > 1:
-        from lightning.fabric.strategies import DDPStrategy
-
+    check_launch(cfg.devices, cfg.num_nodes)
+    if launched_by_torchrun():
+        # explicit: inside a SLURM allocation Lightning would otherwise read SLURM's ranks
+        strategy = DDPStrategy(find_unused_parameters=True)
+        plugins = [TorchElasticEnvironment()]
+    elif cfg.devices > 1:
         strategy = DDPStrategy(start_method="spawn", find_unused_parameters=True)
+        plugins = [LightningEnvironment()]  # this node's processes, whatever SLURM says
     try:
-        return Fabric(accelerator=accelerator, devices=devices, precision=cfg.precision,
-                      loggers=loggers, strategy=strategy)
+        return Fabric(accelerator=accelerator, devices=devices, num_nodes=cfg.num_nodes,
+                      precision=cfg.precision, loggers=loggers, strategy=strategy,
+                      plugins=plugins)
     except (ValueError, RuntimeError, TypeError) as exc:  # unknown or unavailable accelerator
         raise SrmilError(f"accelerator {cfg.accelerator!r}: {exc_line(exc)}") from None
 
@@ -216,8 +236,9 @@ def fit_fold(
     fabric = make_fabric(cfg, make_loggers(cfg, fold_dir))
     args = (fold_dir, model_name, model_overrides, in_dim, classes, train, val, test, cfg,
             resume, desc, task, weights)
-    if cfg.devices > 1:  # DDP: cfg.devices processes train the fold, rank 0 writes
-        return launch_distributed(fabric, _train_fold, *args)
+    if fabric.world_size > 1:  # DDP: devices × num_nodes processes train the fold
+        return launch_distributed(fabric, _train_fold, *args,
+                                  remote=functools.partial(make_fabric, cfg))
     return _train_fold(fabric, *args)
 
 
