@@ -56,11 +56,19 @@ def main(argv: list[str] | None = None) -> int:
     # PyG's import calls torch.jit.script, deprecated in torch 2.14: not the user's concern
     warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated",
                             category=FutureWarning)
-    from srmil.training import distributed
+    if "TORCHELASTIC_RUN_ID" not in os.environ or os.environ.get("WORLD_SIZE", "1") == "1":
+        _run(argv)  # the usual case: torch is imported only by commands that need it
+    from srmil.training import distributed  # every process of a torchrun launch runs this
 
-    if distributed.launched_by_torchrun():  # every process runs this command
-        if distributed.join_torchrun() > 0:  # rank 0 does the work, the others train with it
-            sys.exit(distributed.serve_rank0())
+    if distributed.join_torchrun() > 0:  # rank 0 does the work, the others train with it
+        sys.exit(distributed.serve_rank0())
+    try:  # --help and argument errors exit too: the other ranks must still be released
+        _run(argv)
+    finally:
+        distributed.release_ranks()
+
+
+def _run(argv: list[str] | None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = configure_logging(args.command, args.quiet, args.verbose)
@@ -81,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"srmil {args.command}: interrupted", file=sys.stderr)
         code = 130
     finally:
-        distributed.release_ranks()
         unconfigure_logging(handler)
     sys.exit(code or 0)
 
