@@ -11,6 +11,7 @@ from srmil.models import MODELS, create_model
 NAMES = MODELS.names()
 NO_ATTENTION = {"mean", "max"}  # pooling without per-patch weights
 SMALL = {"srmil": {"heads": 2, "hidden": 8, "cls_hidden": 16},
+         "srmil_lowmask": {"heads": 2, "hidden": 8, "cls_hidden": 16},
          "abmil": {"hidden": 16, "attn_dim": 8}, "abmil_gated": {"hidden": 16, "attn_dim": 8},
          "mean": {"hidden": 16}, "max": {"hidden": 16},
          # subtyping: every instance classifier gets a gradient on every bag (without it the

@@ -402,3 +402,27 @@ def test_state_dict_round_trip_and_learns():
     clone.eval()
     with torch.no_grad():
         assert torch.equal(clone(bags[0]), model(bags[0]))
+
+
+def test_the_lowmask_preset_is_srmil_with_mask_rate_0_3():
+    """srmil_lowmask: its own name, the faithful srmil untouched (0.7), and the same model,
+    step for step, as srmil:mask_rate=0.3."""
+    assert create_model("srmil", 16, 2).cfg.mask_rate == 0.7
+    torch.manual_seed(3)
+    preset = create_model("srmil_lowmask", 16, 2, {"heads": 2, "hidden": 8})
+    torch.manual_seed(3)
+    spec = create_model("srmil", 16, 2, {"heads": 2, "hidden": 8, "mask_rate": 0.3})
+    assert isinstance(preset, SRMIL) and preset.cfg.mask_rate == 0.3
+    assert preset.state_dict().keys() == spec.state_dict().keys()
+    for k, v in spec.state_dict().items():
+        torch.testing.assert_close(preset.state_dict()[k], v)
+    bag = make_bag(30)
+    torch.manual_seed(5)
+    a = preset.loss(bag, 1)
+    torch.manual_seed(5)
+    b = spec.loss(bag, 1)
+    for k in b:
+        torch.testing.assert_close(a[k], b[k])
+    torch.manual_seed(5)
+    c = create_model("srmil", 16, 2, {"heads": 2, "hidden": 8}).loss(bag, 1)  # 0.7: other masks
+    assert not torch.allclose(c["rec"], b["rec"])

@@ -206,6 +206,7 @@ def test_generic_bootstrap_brackets_the_estimate():
 # ---- every model gets the head -----------------------------------------------------------
 
 SMALL = {"srmil": {"heads": 2, "hidden": 8, "cls_hidden": 16},
+         "srmil_lowmask": {"heads": 2, "hidden": 8, "cls_hidden": 16},
          "abmil": {"hidden": 16, "attn_dim": 8}, "abmil_gated": {"hidden": 16, "attn_dim": 8},
          "mean": {"hidden": 16}, "max": {"hidden": 16},
          "clam_sb": {"hidden": 16, "attn_dim": 8, "k_sample": 3},

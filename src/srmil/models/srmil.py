@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from srmil.config import SRMILConfig
+from srmil.config import SRMILConfig, SRMILLowMaskConfig
 from srmil.errors import ConfigError, SrmilError
 from srmil.graphs.crop import contiguous_crop
 from srmil.graphs.graph_bag import GraphBag
@@ -538,3 +538,21 @@ class SRMIL(MILModel):
         scores = alpha.new_zeros(n)  # (N,)
         scores[ei[0, to_sup]] = alpha[to_sup].mean(1)
         return scores
+
+
+@MODELS.register("srmil_lowmask")
+class SRMILLowMask(SRMIL):
+    """SRMIL with ``mask_rate`` 0.3 instead of the reference's 0.7: everything else, the
+    objective included, is :class:`SRMIL`'s (``srmil:mask_rate=0.3`` is the same model).
+
+    A documented preset, not the faithful default: on srmil's known-truth cohorts it kept
+    SRMIL's win on arrangement-only signals and did as well or better on sparse, isolated
+    ones (README, SRMIL on sparse, isolated signals: 3 seeds, 3 folds each; within the fold
+    spread on every single cohort).
+    """
+
+    Config = SRMILLowMaskConfig
+
+    def __init__(self, in_dim: int, n_classes: int,
+                 cfg: SRMILLowMaskConfig | None = None) -> None:
+        super().__init__(in_dim, n_classes, SRMILLowMaskConfig() if cfg is None else cfg)

@@ -29,9 +29,11 @@ RECIPES: Registry[dict[str, Any]] = Registry("paper recipe")
 """Model name → the ``TrainConfig`` fields its official code trains with (``train.recipe
 paper``). Epoch counts are left to the run (the papers train 100-200 epochs)."""
 
-RECIPES.register("srmil")(dict(  # METHOD.md (wwyi1828/SRMIL): the shared defaults
+_SRMIL = dict(  # METHOD.md (wwyi1828/SRMIL): the shared defaults
     optimizer="adamw", lr=5e-4, weight_decay=1e-5, scheduler="cosine", betas=(0.9, 0.999),
-    no_decay_1d=False, early_stopping=0))
+    no_decay_1d=False, early_stopping=0)
+RECIPES.register("srmil")(_SRMIL)
+RECIPES.register("srmil_lowmask")(_SRMIL)
 _ILSE = dict(  # AMLab-Amsterdam/AttentionDeepMIL main.py: Adam(lr 5e-4, betas (0.9, 0.999),
     #            weight_decay 10e-5), constant lr
     optimizer="adam", lr=5e-4, weight_decay=1e-4, scheduler="none", betas=(0.9, 0.999),
