@@ -15,9 +15,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from srmil import api
 
-    for m in api.models():
+    models = api.models()
+    w = max(len(m.name) for m in models)
+    for m in models:
         graph = "spatial graph" if m.uses_graph else "no graph"
-        print(f"{m.name:<10} {m.summary} [{graph}]")
+        print(f"{m.name:<{w}} {m.summary} [{graph}]")
         settings = ", ".join(f"{k}={v}" for k, v in m.defaults.items())
-        print(f"{'':<10} --set model.KEY=VALUE for: {settings}")
+        print(f"{'':<{w}} --set model.KEY=VALUE for: {settings}")
     return 0

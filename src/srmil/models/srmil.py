@@ -542,8 +542,10 @@ class SRMIL(MILModel):
 
 @MODELS.register("srmil_lowmask")
 class SRMILLowMask(SRMIL):
-    """SRMIL with ``mask_rate`` 0.3 instead of the reference's 0.7: everything else, the
-    objective included, is :class:`SRMIL`'s (``srmil:mask_rate=0.3`` is the same model).
+    """SRMIL masking 30 % of the patches (the reference masks 70 %), a documented preset.
+
+    Everything else, the objective included, is :class:`SRMIL`'s (``srmil:mask_rate=0.3``
+    is the same model).
 
     A documented preset, not the faithful default: on srmil's known-truth cohorts it kept
     SRMIL's win on arrangement-only signals and did as well or better on sparse, isolated
