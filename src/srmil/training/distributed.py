@@ -29,6 +29,7 @@ A batch-level loss (Cox) forms its risk sets within each process's B bags.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import sys
@@ -43,7 +44,9 @@ from srmil.errors import SrmilError
 
 log = logging.getLogger(__name__)
 
-_external = {"joined": False, "broken": False}  # this process's torchrun state
+_external: dict[str, Any] = {"joined": False, "broken": False, "ctrl": None}  # torchrun state
+_CTRL_TIMEOUT = datetime.timedelta(days=30)  # the serving ranks wait on rank 0's next call
+#   while it reads the cohort, tests, writes reports: longer than a collective's 30 minutes
 
 # What a spawned training process would print on stderr besides srmil's own lines: PyG's
 # deprecation warning at import, Lightning's process-group banners, DDP's C++ note that
@@ -93,6 +96,7 @@ def join_torchrun() -> int:
     if not _external["joined"]:
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend)
+        _external["ctrl"] = torch.distributed.new_group(backend="gloo", timeout=_CTRL_TIMEOUT)
         _external["joined"] = True
     return torch.distributed.get_rank()
 
@@ -106,7 +110,7 @@ def serve_rank0() -> int:
     rank = join_torchrun()
     while True:
         msg: list[Any] = [None]
-        torch.distributed.broadcast_object_list(msg, src=0)
+        torch.distributed.broadcast_object_list(msg, src=0, group=_external["ctrl"])
         if msg[0] is None:
             torch.distributed.destroy_process_group()
             return 0
@@ -122,7 +126,7 @@ def release_ranks() -> None:
     """Rank 0 of a torchrun launch is done: the serving ranks stop (not after a fold failed
     mid-way: the others are inside its collectives, and torchrun stops them)."""
     if _external["joined"] and not _external["broken"]:
-        torch.distributed.broadcast_object_list([None], src=0)
+        torch.distributed.broadcast_object_list([None], src=0, group=_external["ctrl"])
         torch.distributed.destroy_process_group()
     _external["joined"] = False
 
@@ -239,7 +243,8 @@ def launch_distributed(fabric: Fabric, fn: Callable[..., Any], *args: Any,
             raise SrmilError("a torchrun launch needs the other ranks' Fabric")
         join_torchrun()
         call = _Call(fn, args)
-        torch.distributed.broadcast_object_list([(remote, call, level)], src=0)
+        torch.distributed.broadcast_object_list([(remote, call, level)], src=0,
+                                                group=_external["ctrl"])
         try:
             return fabric.launch(_worker, call, level)
         except BaseException:
