@@ -46,12 +46,11 @@ def cohort(tmp_path_factory):
     return s["labels_csv"], s["features_dir"]
 
 
-def _cfg(devices, bags_per_step, epochs=3, model="mean"):
+def _cfg(devices, bags_per_step, epochs=3, model="mean", **train):
+    settings = dict(epochs=epochs, bootstrap=20, accelerator="cpu", devices=devices,
+                    bags_per_step=bags_per_step, loader_workers=0)
     return RunConfig(model=model, model_config={"dropout": 0.0} if model == "mean" else {},
-                     train=TrainConfig(epochs=epochs, bootstrap=20, accelerator="cpu",
-                                       devices=devices, bags_per_step=bags_per_step,
-                                       loader_workers=0),
-                     split=SplitConfig(folds=2))
+                     train=TrainConfig(**{**settings, **train}), split=SplitConfig(folds=2))
 
 
 def test_two_processes_train_what_one_process_trains_with_twice_the_bags(cohort, tmp_path):
@@ -123,11 +122,8 @@ def test_resuming_with_another_number_of_processes_is_refused(cohort, tmp_path):
 
 def test_a_named_gpu_with_several_devices_is_one_line(cohort, tmp_path):
     labels, bags = cohort
-    cfg = _cfg(2, 1)
-    cfg = RunConfig(**{**cfg.__dict__, "train": TrainConfig(
-        **{**cfg.train.__dict__, "accelerator": "cuda:0"})})
     with pytest.raises(SrmilError, match="names one GPU"):
-        api.train(labels, bags, tmp_path / "g", cfg)
+        api.train(labels, bags, tmp_path / "g", _cfg(2, 1, accelerator="cuda:0"))
 
 
 def _free_port() -> int:
@@ -189,8 +185,5 @@ def test_torchrun_processes_other_than_the_config_are_one_line(cohort, tmp_path)
 
 def test_several_nodes_without_torchrun_is_one_line(cohort, tmp_path):
     labels, bags = cohort
-    cfg = _cfg(1, 1)
-    cfg = RunConfig(**{**cfg.__dict__, "train": TrainConfig(
-        **{**cfg.train.__dict__, "num_nodes": 2})})
     with pytest.raises(SrmilError, match="num_nodes 2 needs srmil started on every node"):
-        api.train(labels, bags, tmp_path / "n", cfg)
+        api.train(labels, bags, tmp_path / "n", _cfg(1, 1, num_nodes=2))

@@ -54,13 +54,7 @@ def read_labels(path: str | os.PathLike, classes: list[str] | None = None,
     from srmil.tasks import TASKS
 
     p = Path(path)
-    if not p.is_file():
-        raise CohortError("no such file", p)
-    try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise CohortError(f"cannot parse as CSV: {exc_line(exc)}", p) from None
-    df.columns = [c.strip() for c in df.columns]
+    df = _read_table(p)
     name = label_task(list(df.columns), task, p)
     required = REQUIRED_COLUMNS if name == "classification" else ("slide_id",)
     missing = [c for c in required if c not in df.columns]
@@ -68,17 +62,7 @@ def read_labels(path: str | os.PathLike, classes: list[str] | None = None,
         raise CohortError(
             f"missing column(s) {', '.join(missing)}; found: {', '.join(df.columns)}", p
         )
-    if "case_id" not in df.columns:
-        df.insert(1, "case_id", df["slide_id"])
-    for col in ("slide_id", "case_id", "label") if name == "classification" else ("slide_id",
-                                                                                    "case_id"):
-        df[col] = df[col].str.strip()
-        empty = df.index[df[col] == ""]
-        if len(empty):
-            raise CohortError(f"empty {col} on line {int(empty[0]) + 2}", p)
-    dup = df["slide_id"][df["slide_id"].duplicated()]
-    if len(dup):
-        raise CohortError(f"duplicate slide_id {dup.iloc[0]!r} ({len(dup)} duplicates)", p)
+    _check_ids(df, p, ("label",) if name == "classification" else ())
     if name != "classification":
         df = TASKS.get(name).parse_labels(df, p, strata=strata)
     elif classes is not None:
@@ -204,6 +188,19 @@ def read_cases(path: str | os.PathLike) -> pd.DataFrame:
         CohortError: missing file or ``slide_id`` column, an empty id, a duplicate slide_id.
     """
     p = Path(path)
+    df = _read_table(p)
+    if "slide_id" not in df.columns:
+        raise CohortError(f"missing column slide_id; found: {', '.join(df.columns)}", p)
+    _check_ids(df, p)
+    return df.reset_index(drop=True)
+
+
+def _read_table(p: Path) -> pd.DataFrame:
+    """A CSV of strings (no NaN), header names stripped.
+
+    Raises:
+        CohortError: missing file, or not parseable as CSV.
+    """
     if not p.is_file():
         raise CohortError("no such file", p)
     try:
@@ -211,11 +208,19 @@ def read_cases(path: str | os.PathLike) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CohortError(f"cannot parse as CSV: {exc_line(exc)}", p) from None
     df.columns = [c.strip() for c in df.columns]
-    if "slide_id" not in df.columns:
-        raise CohortError(f"missing column slide_id; found: {', '.join(df.columns)}", p)
+    return df
+
+
+def _check_ids(df: pd.DataFrame, p: Path, also: tuple[str, ...] = ()) -> None:
+    """In place: ``case_id`` defaults to the slide's id; ``slide_id``, ``case_id`` and
+    ``also`` stripped and never empty; no duplicate ``slide_id``.
+
+    Raises:
+        CohortError: an empty value (naming its line) or a duplicate slide_id.
+    """
     if "case_id" not in df.columns:
         df.insert(1, "case_id", df["slide_id"])
-    for col in ("slide_id", "case_id"):
+    for col in ("slide_id", "case_id", *also):
         df[col] = df[col].str.strip()
         empty = df.index[df[col] == ""]
         if len(empty):
@@ -223,4 +228,3 @@ def read_cases(path: str | os.PathLike) -> pd.DataFrame:
     dup = df["slide_id"][df["slide_id"].duplicated()]
     if len(dup):
         raise CohortError(f"duplicate slide_id {dup.iloc[0]!r} ({len(dup)} duplicates)", p)
-    return df.reset_index(drop=True)

@@ -70,7 +70,8 @@ def make_fabric(cfg: TrainConfig, loggers: list | None = None) -> Fabric:
     if accelerator.startswith("cuda:") and accelerator[5:].isdigit():  # one named GPU
         if cfg.devices > 1 or cfg.num_nodes > 1:
             raise SrmilError(f"accelerator {cfg.accelerator!r} names one GPU; train.devices "
-                             f"{cfg.devices} needs accelerator cuda (or auto)")
+                             f"{cfg.devices} × train.num_nodes {cfg.num_nodes} needs "
+                             "accelerator cuda (or auto)")
         accelerator, devices = "cuda", [int(accelerator[5:])]
     check_launch(cfg.devices, cfg.num_nodes)
     if launched_by_torchrun():
