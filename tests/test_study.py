@@ -64,3 +64,19 @@ def test_tiny_study_has_every_cell_resumes_without_training_and_draws_its_figure
     # other training settings in the same directory: refused, nothing trained or written
     with pytest.raises(ConfigError, match="other settings .epochs 2 here, 3 asked"):
         run_study(tmp_path, StudyConfig(**{**TINY.__dict__, "epochs": 3}))
+
+
+def test_log_knob_axis_is_ticked_at_the_knob_values_only():
+    from matplotlib.ticker import NullFormatter
+
+    from srmil.reports.figures import subplots
+    from srmil.study import log_knob_axis
+
+    fig, axes = subplots(1, 1, squeeze=False)
+    ax = axes[0][0]
+    ax.plot([120, 360, 1080], [0.5, 0.6, 0.7])
+    log_knob_axis(ax, [360, 120, 1080, 120])
+    fig.canvas.draw()
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["120", "360", "1080"]
+    assert isinstance(ax.xaxis.get_minor_formatter(), NullFormatter)
